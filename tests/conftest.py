@@ -1,0 +1,84 @@
+"""Shared fixtures: an isolated QUANTNB_HOME, and sample/empty databases on SQLite and on a real MariaDB.
+
+MariaDB is expected at 127.0.0.1:3306 (root, no password) or at $QUANTNB_TEST_MYSQL_URL. Tests that
+need it are skipped when it does not answer, except under CI (`CI` set), where they fail.
+"""
+import os, uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+MYSQL_URL = os.environ.get('QUANTNB_TEST_MYSQL_URL', 'mysql+pymysql://root@127.0.0.1:3306/test')
+BACKENDS = ['sqlite', 'mysql']
+
+
+@pytest.fixture(scope='session', autouse=True)
+def quantnb_home(tmp_path_factory):
+    "Every test process gets its own QUANTNB_HOME, so the user's ~/.quantnb is never touched."
+    home = tmp_path_factory.mktemp('quantnb_home')
+    mp = pytest.MonkeyPatch()
+    mp.setenv('QUANTNB_HOME', str(home))
+    mp.delenv('QUANTNB_DB_URL', raising=False)
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope='session')
+def mysql_server():
+    "An engine on the MariaDB server's `test` database (admin connection used to create scratch databases)."
+    engine = sa.create_engine(MYSQL_URL)
+    try:
+        with engine.connect(): pass
+    except sa.exc.OperationalError as e:
+        if os.environ.get('CI'): pytest.fail(f'MariaDB must answer at {MYSQL_URL} under CI: {e}')
+        pytest.skip(f'MariaDB not reachable at {MYSQL_URL}')
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope='session')
+def make_mysql_db(mysql_server):
+    "Factory: a fresh, empty MariaDB database; returns its URL. All are dropped at the end of the session."
+    created = []
+    def make(prefix='qnb_test'):
+        name = f'{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}'
+        with mysql_server.begin() as conn: conn.exec_driver_sql(f'CREATE DATABASE `{name}` CHARACTER SET utf8mb4')
+        created.append(name)
+        return mysql_server.url.set(database=name).render_as_string(hide_password=False)
+    yield make
+    with mysql_server.begin() as conn:
+        for name in created: conn.exec_driver_sql(f'DROP DATABASE IF EXISTS `{name}`')
+
+
+def _new_url(backend, tmp_path_factory, make_mysql_db):
+    if backend == 'sqlite': return f'sqlite:///{tmp_path_factory.mktemp("db") / "quantnb.sqlite"}'
+    return make_mysql_db()
+
+
+@pytest.fixture(scope='session', params=BACKENDS)
+def sample_db_url(request, tmp_path_factory):
+    "A database holding the bundled sample, on each backend (shared by the session: do not write to it)."
+    from quantnb.data.importer import load_sample
+    url = _new_url(request.param, tmp_path_factory,
+                   request.getfixturevalue('make_mysql_db') if request.param == 'mysql' else None)
+    load_sample(url)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request, tmp_path_factory):
+    "A fresh database with the quantnb tables and no rows, on each backend."
+    from quantnb.data.db import init_db
+    url = _new_url(request.param, tmp_path_factory,
+                   request.getfixturevalue('make_mysql_db') if request.param == 'mysql' else None)
+    init_db(url)
+    return url
+
+
+def table_dump(url, table='stock_kline_data'):
+    "Every row of a table, sorted, as plain tuples: equal dumps mean an unchanged table."
+    from quantnb.data.db import get_engine, metadata
+    t = metadata.tables[table]
+    with get_engine(url).connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
