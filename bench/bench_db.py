@@ -17,27 +17,8 @@ import sqlalchemy as sa
 from quantnb.data.db import StockDataLoader, _kline_query, get_engine, init_db
 from quantnb.data.importer import import_paths, load_sample
 
-
-def synthetic_universe(n_symbols=300, n_days=2500, seed=0) -> pd.DataFrame:
-    "Random-walk daily bars with a dividend roughly once a year per symbol (so adjustment has work to do)."
-    rng = np.random.default_rng(seed)
-    days = pd.bdate_range('2012-01-02', periods=n_days)
-    frames = []
-    for i in range(n_symbols):
-        ret = rng.normal(0.0003, 0.02, n_days)
-        close = 20 * np.exp(np.cumsum(ret))
-        pre_close = np.r_[close[0], close[:-1]]
-        dividend_days = rng.random(n_days) < 1 / 250
-        pre_close = np.where(dividend_days, pre_close * 0.98, pre_close)
-        close = np.round(close, 2); pre_close = np.round(pre_close, 2)
-        spread = np.abs(rng.normal(0, 0.01, n_days)) * close
-        high, low = np.round(close + spread, 2), np.round(close - spread, 2)
-        open_ = np.round(np.clip(pre_close * (1 + rng.normal(0, 0.005, n_days)), low, high), 2)
-        volume = rng.integers(1e5, 1e7, n_days).astype(float)
-        frames.append(pd.DataFrame({'symbol': f'{990000 + i:06d}', 'trade_date': days.strftime('%Y-%m-%d'), 'open': open_,
-                                    'high': high, 'low': low, 'close': close, 'volume': volume,
-                                    'amount': np.round(volume * close, 2), 'pre_close': pre_close}))
-    return pd.concat(frames, ignore_index=True)
+sys.path.insert(0, str(Path(__file__).parent))
+from _synthetic import synthetic_universe
 
 
 def measure(url, symbols, repeat):
@@ -70,7 +51,7 @@ def main():
     ap.add_argument('--repeat', type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    universe = synthetic_universe()
+    universe = synthetic_universe(300, 2500).drop(columns=['float_market_cap', 'total_market_cap'])
     csv = tmp / 'universe.csv'
     universe.to_csv(csv, index=False)
     admin = sa.create_engine(args.mysql_url)
