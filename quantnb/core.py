@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'quantnb_home', 'default_db_path', 'default_db_url', 'resolve_db_url', 'default_out_dir',
-           'mask_url', 'atomic_write', 'write_json', 'read_json', 'set_seed', 'default_device']
+           'mask_url', 'atomic_write', 'write_json', 'read_json', 'patch_to', 'set_seed', 'default_device']
 
 # %% ../nbs/00_core.ipynb 6
 PACKAGE_DIR = Path(str(resources.files('quantnb')))
@@ -81,6 +81,14 @@ def _json_default(o):
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
 # %% ../nbs/00_core.ipynb 15
+def patch_to(cls):
+    "Decorator: attach the decorated function to `cls` as a method of the same name."
+    def attach(fn):
+        setattr(cls, fn.__name__, fn)
+        return fn
+    return attach
+
+# %% ../nbs/00_core.ipynb 18
 def set_seed(seed: int, deterministic: bool = True) -> int:
     "Seed `random`, NumPy and PyTorch (all devices); optionally ask torch for deterministic kernels."
     import torch

@@ -56,14 +56,28 @@ def _new_url(backend, tmp_path_factory, make_mysql_db):
     return make_mysql_db()
 
 
-@pytest.fixture(scope='session', params=BACKENDS)
-def sample_db_url(request, tmp_path_factory):
-    "A database holding the bundled sample, on each backend (shared by the session: do not write to it)."
+@pytest.fixture(scope='session')
+def sqlite_sample_url(tmp_path_factory):
+    "An SQLite file holding the bundled sample (shared by the session: do not write to it)."
     from quantnb.data.importer import load_sample
-    url = _new_url(request.param, tmp_path_factory,
-                   request.getfixturevalue('make_mysql_db') if request.param == 'mysql' else None)
+    url = f'sqlite:///{tmp_path_factory.mktemp("db") / "sample.sqlite"}'
     load_sample(url)
     return url
+
+
+@pytest.fixture(scope='session')
+def mysql_sample_url(make_mysql_db):
+    "A MariaDB database holding the bundled sample (shared by the session: do not write to it)."
+    from quantnb.data.importer import load_sample
+    url = make_mysql_db('qnb_sample')
+    load_sample(url)
+    return url
+
+
+@pytest.fixture(scope='session', params=BACKENDS)
+def sample_db_url(request):
+    "The bundled sample on each backend."
+    return request.getfixturevalue(f'{request.param}_sample_url')
 
 
 @pytest.fixture(params=BACKENDS)

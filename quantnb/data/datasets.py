@@ -227,6 +227,7 @@ class DatasetBundle:
     symbol_codes: np.ndarray     # per row of the shared array: index into symbol_names
     symbol_names: list
     dates: np.ndarray            # per row, datetime64[ns]
+    close: np.ndarray            # per row, the (adjusted) close the targets are measured from
     flat_threshold: float = 0.005
 
     def segment(self, name: str) -> WindowDataset:
@@ -313,7 +314,7 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
     datasets = {name: WindowDataset(values, targets, np.flatnonzero(segment == code), seq_len) for code, name in enumerate(SEGMENTS)}
     return DatasetBundle(**datasets, feature_names=list(features.columns), seq_len=seq_len, horizon=horizon, task=task,
                          split=split, normalizer=normalizer, symbol_codes=codes, symbol_names=[str(x) for x in names],
-                         dates=dates, flat_threshold=flat_threshold)
+                         dates=dates, close=close, flat_threshold=flat_threshold)
 
 def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
     "Features of `bars` (one stock or a `(symbol, trade_date)` panel), then `datasets_from_features`."

@@ -1,0 +1,120 @@
+"""The training notebook under papermill and `quantnb train`: two models, MariaDB, failures, no passwords in out/."""
+import json, os, subprocess, sys, uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from quantnb.cli import TRAIN_NOTEBOOK
+from quantnb.train.pipeline import TrainParams
+from quantnb.train.runs import TrainingManager
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+QUICK = ['-p', 'epochs', '2', '-p', 'seq_len', '30', '-p', 'progress', 'False']
+
+
+def papermill(tmp_path, *params, env=None, output='out/executed.ipynb'):
+    (tmp_path / 'out').mkdir(exist_ok=True)
+    return subprocess.run([str(BIN / 'papermill'), str(ROOT / 'train.ipynb'), output, *params],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def only_run(tmp_path) -> TrainingManager:
+    (meta,) = TrainingManager.list_runs(tmp_path / 'out')
+    return TrainingManager.load_run(meta['run_name'], tmp_path / 'out')
+
+
+def test_the_shipped_notebook_is_clean_and_parameterised():
+    nb = nbformat.read(TRAIN_NOTEBOOK, as_version=4)
+    assert (ROOT / 'train.ipynb').resolve() == TRAIN_NOTEBOOK.resolve()
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    assert all(not c.get('outputs') and c.get('execution_count') is None for c in code)
+    (params,) = [c for c in code if 'parameters' in c.metadata.get('tags', [])]
+    names = {line.split('=')[0].strip() for line in params.source.splitlines() if '=' in line}
+    required = {'model', 'symbols', 'db_url', 'feature_set', 'seq_len', 'horizon', 'task', 'epochs', 'batch_size', 'lr',
+                'preset', 'seed', 'out_dir', 'resume', 'pretrained'}
+    assert required <= names and names - {'notebook_path'} == set(TrainParams.__dataclass_fields__)
+
+
+@pytest.mark.parametrize('model, extra, plots', [
+    ('gru', [], {'loss_curves', 'predictions', 'direction_confusion'}),
+    ('attention_lstm', ['-p', 'task', 'classification', '-p', 'symbols', '000001,600036'], {'loss_curves', 'direction_confusion', 'attention_heatmap'}),
+])
+def test_papermill_runs_record_into_out(tmp_path, model, extra, plots):
+    r = papermill(tmp_path, '-p', 'model', model, *QUICK, *extra)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path)
+    meta = run.metadata
+    assert meta['status'] == 'completed' and meta['model_type'] == model
+    assert {p.stem for p in (run.run_dir / 'plots').glob('*.png')} == plots
+    executed = nbformat.read(run.run_dir / 'notebook.ipynb', as_version=4)     # the executed copy lives in the run
+    assert any(c.get('outputs') for c in executed.cells if c.cell_type == 'code')
+    assert (tmp_path / 'out' / 'executed.ipynb').exists()
+
+
+def test_quantnb_train_runs_the_same_notebook(tmp_path):
+    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'lstm', '--epochs', '2', '--seq_len', '30', '--progress', 'false',
+                        '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert run.metadata['status'] == 'completed' and f'completed {run.run_name}' in r.stdout
+    assert (run.run_dir / 'notebook.ipynb').exists() and (run.run_dir / 'model' / 'pytorch_model.bin').exists()
+    listed = subprocess.run([str(BIN / 'quantnb'), 'runs', 'list', '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True)
+    assert run.run_name in listed.stdout and 'completed' in listed.stdout
+
+
+@pytest.mark.mysql
+def test_papermill_against_mariadb(tmp_path, mysql_sample_url):
+    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'db_url', mysql_sample_url, *QUICK)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = only_run(tmp_path)
+    assert run.metadata['status'] == 'completed' and run.metadata['data_source'].startswith('mysql+pymysql://')
+    assert run.load_config()['data']['segments']['test']['samples'] > 100
+
+
+def test_a_failing_papermill_run_is_marked_failed_and_exits_non_zero(tmp_path):
+    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'symbols', '688981', *QUICK)
+    assert r.returncode != 0
+    run = only_run(tmp_path)
+    assert run.metadata['status'] == 'failed' and "'688981'" in run.metadata['error']
+
+
+def test_bad_parameters_fail_before_any_run_exists(tmp_path):
+    r = papermill(tmp_path, '-p', 'model', 'rnn', *QUICK)
+    assert r.returncode != 0 and 'valid: attention_lstm, enhanced_transformer, gru' in r.stderr + r.stdout
+    assert TrainingManager.list_runs(tmp_path / 'out') == []
+    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--task', 'ranking', '--out_dir', str(tmp_path / 'out')],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "task='ranking'" in r.stderr and TrainingManager.list_runs(tmp_path / 'out') == []
+
+
+@pytest.mark.mysql
+def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mysql_db):
+    "A password-protected MariaDB account: quantnb train takes it, the run completes, and no file under out/ holds it."
+    from quantnb.data.importer import load_sample
+    db = make_mysql_db('qnb_pw')
+    load_sample(db)
+    user, password = f'qnb_{uuid.uuid4().hex[:8]}', f'Pw-{uuid.uuid4().hex[:10]}'
+    hosts = ('%%', 'localhost')
+    with mysql_server.begin() as conn:
+        for host in hosts:
+            conn.exec_driver_sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+            conn.exec_driver_sql(f"GRANT ALL ON `{db.rsplit('/', 1)[1]}`.* TO '{user}'@'{host}'")
+    try:
+        url = db.replace('root@', f'{user}:{password}@')
+        r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--epochs', '1', '--seq_len', '30', '--progress', 'false',
+                            '--db_url', url, '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        run = only_run(tmp_path)
+        assert run.metadata['status'] == 'completed' and f'{user}:***@' in run.metadata['data_source']
+        files = [p for p in (tmp_path / 'out').rglob('*') if p.is_file()]
+        assert len(files) > 15
+        for p in files: assert password.encode() not in p.read_bytes(), p
+        assert password not in r.stdout + r.stderr
+        # as a papermill parameter it would be written into the executed notebook (papermill's file, outside out/ here)
+        refused = papermill(tmp_path, '-p', 'db_url', url, *QUICK, output=str(tmp_path / 'refused.ipynb'))
+        assert refused.returncode != 0 and 'carries a password' in refused.stderr + refused.stdout
+    finally:
+        with mysql_server.begin() as conn:
+            for host in hosts: conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
