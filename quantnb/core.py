@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb 4
 from __future__ import annotations
-import contextlib, json, os, random, re, tempfile
+import contextlib, hashlib, json, os, random, re, tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +13,8 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'quantnb_home', 'default_db_path', 'default_db_url', 'resolve_db_url', 'default_out_dir',
-           'mask_url', 'atomic_write', 'write_json', 'read_json', 'patch_to', 'set_seed', 'default_device']
+           'mask_url', 'atomic_write', 'write_json', 'read_json', 'sha256_file', 'patch_to', 'set_seed',
+           'default_device']
 
 # %% ../nbs/00_core.ipynb 6
 PACKAGE_DIR = Path(str(resources.files('quantnb')))
@@ -71,6 +72,13 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
+
+def sha256_file(path: str | Path) -> str:
+    "Hex SHA-256 of a file (weights files record theirs, so a swapped file is caught)."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
+    return h.hexdigest()
 
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)

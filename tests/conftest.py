@@ -96,3 +96,16 @@ def table_dump(url, table='stock_kline_data'):
     t = metadata.tables[table]
     with get_engine(url).connect() as conn:
         return [tuple(r) for r in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
+
+
+SMALL_TRANSFORMER = '{"d_model": 32, "head_dim": 8, "ffn_dim": 64}'
+
+
+@pytest.fixture(scope='session')
+def pretrained_transformer(tmp_path_factory):
+    "One masked-pretraining run (a small transformer, five stocks, ~300 optimiser steps) shared by the pretraining and transfer tests."
+    from quantnb.train.pipeline import run_training
+    out = tmp_path_factory.mktemp('pretrain_out')
+    run = run_training(model='transformer', task='pretrain', pretext='masked', symbols='600519,000001,600036,000858,601318',
+                       epochs=2, seq_len=30, batch_size=64, model_kwargs=SMALL_TRANSFORMER, out_dir=str(out), progress=False)
+    return out, run

@@ -379,7 +379,7 @@ def test_unknown_model_names_list_the_valid_ones():
     (lambda: create_model('lstm', 5, head={'hidden_dim': 3}), r"unknown option 'hidden_dim'"),
     (lambda: create_model('enhanced_transformer', 5, preset='huge'), r"no preset 'huge'; valid presets: tiny, small, base, large"),
     (lambda: create_model('gru', 5, preset='tiny'), r"no preset 'tiny'; valid presets: \(none\)"),
-    (lambda: create_model('lstm', 5, task='ranking'), r"unknown task 'ranking'; valid tasks: classification, regression"),
+    (lambda: create_model('lstm', 5, task='ranking'), r"unknown task 'ranking'; valid tasks: classification, masked, regression"),
     (lambda: create_model('lstm', 5, pooling='max'), r"pooling='max'; valid: 'last', 'mean'"),
     (lambda: create_model('transformer', 5, positions='rotary'), r"positions='rotary'"),
     (lambda: create_model('transformer', 5, n_layers=3, n_heads=[4, 4]), r"n_heads=\[4, 4\].*list of 3"),

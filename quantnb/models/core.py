@@ -141,7 +141,7 @@ def classification_head(d_in: int, config: ModelConfig, hidden: int | None = Non
     return MLPHead(d_in, config.n_classes, hidden, dropout, activation)
 
 # %% ../../nbs/05_models.core.ipynb 14
-MODEL_FAMILIES = ['quantnb.models.rnn', 'quantnb.models.transformer', 'quantnb.models.enhanced']
+MODEL_FAMILIES = ['quantnb.models.rnn', 'quantnb.models.transformer', 'quantnb.models.enhanced', 'quantnb.pretrain']
 
 def _load_families():
     for mod in MODEL_FAMILIES:

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..core import atomic_write, default_out_dir, mask_url, patch_to, read_json, write_json
+from ..core import atomic_write, default_out_dir, mask_url, patch_to, read_json, sha256_file, write_json
 
 # %% auto 0
 __all__ = ['STATUSES', 'mask_secrets', 'RunNotFoundError', 'TrainingManager', 'runs_table', 'compare_runs']
@@ -205,9 +205,9 @@ def load_checkpoint(self, path: str | Path | None = None) -> dict:
 
 @patch_to(TrainingManager)
 def save_model(self, model, model_config: dict, training_args: dict) -> Path:
-    "Write the final `model/pytorch_model.bin` (state dict), `model/config.json` and `model/training_args.json`."
+    "Write the final `model/pytorch_model.bin` (state dict), `model/config.json` (with the weights' SHA-256) and `model/training_args.json`."
     path = _torch_save(model.state_dict(), self.run_dir/'model'/'pytorch_model.bin')
-    write_json(self.run_dir/'model'/'config.json', mask_secrets(model_config))
+    write_json(self.run_dir/'model'/'config.json', mask_secrets({**model_config, 'weights_sha256': sha256_file(path)}))
     write_json(self.run_dir/'model'/'training_args.json', mask_secrets(training_args))
     self._update_metadata(model_saved=True, model_path=str(path))
     self.save_training_log(f'model saved to {path}')

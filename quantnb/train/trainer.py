@@ -63,6 +63,7 @@ class TrainingArgs:
     checkpoint_every: int = 1            # epochs between checkpoints
     loss: str = 'auto'                   # mse | mae | huber | ce | auto
     aux_loss_weight: float = 0.01        # weight of a model's auxiliary loss (MoE load balancing)
+    freeze_backbone_epochs: int = 0      # fine-tuning: train only the head for this many epochs first
     seed: int = 42
     deterministic: bool = True           # deterministic kernels: exact resume and repeatable runs
     device: str | None = None            # None: CUDA, then MPS, then CPU
@@ -131,12 +132,12 @@ def _scheduler(optimizer, args: TrainingArgs, total_steps: int):
 class Trainer:
     "Train `model` on `train_loader`, validate on `val_loader`, checkpoint through a `TrainingManager`."
     def __init__(self, model: nn.Module, train_loader, val_loader, args: TrainingArgs | None = None,
-                 manager: TrainingManager | None = None, task: str = 'regression'):
+                 manager: TrainingManager | None = None, task: str = 'regression', loss_fn: nn.Module | None = None):
         self.args, self.manager, self.task = args or TrainingArgs(), manager, task
         self.device = default_device(self.args.device)
         self.model = model.to(self.device)
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.loss_fn = make_loss(self.args.loss, task)
+        self.loss_fn = loss_fn if loss_fn is not None else make_loss(self.args.loss, task)
         self.autocast_dtype = _autocast_dtype(self.args.precision, self.device)
         self.scaler = torch.amp.GradScaler('cuda') if self.autocast_dtype == torch.float16 else None
         self.optimizer = torch.optim.AdamW(_param_groups(model, self.args.weight_decay), lr=self.args.lr)
@@ -162,6 +163,8 @@ def train_epoch(self) -> dict:
     "One pass over the training loader; returns mean loss and throughput."
     model, args, opt = self.model, self.args, self.optimizer
     model.train()
+    if args.freeze_backbone_epochs and hasattr(model, 'backbone'):   # head-only warm-up of a transferred backbone
+        for p in model.backbone.parameters(): p.requires_grad_(self.state['epoch'] >= args.freeze_backbone_epochs)
     total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
     batches = tqdm(self.train_loader, desc=f'epoch {self.state["epoch"] + 1}', leave=False, disable=not args.progress, mininterval=0.5)
     opt.zero_grad(set_to_none=True)
@@ -271,7 +274,7 @@ def fit(self, resume: bool | str | Path = False) -> dict:
 def summary(self) -> dict:
     "What `model/training_args.json` records about the training itself."
     s = self.state
-    return {**self.args.to_dict(), 'learning_rate': self.args.lr, 'optimizer': 'AdamW', 'loss_function': type(self.loss_fn).__name__ if self.task == 'classification' else f'{self.loss_fn.kind}',
+    return {**self.args.to_dict(), 'learning_rate': self.args.lr, 'optimizer': 'AdamW', 'loss_function': getattr(self.loss_fn, 'kind', type(self.loss_fn).__name__),
             'train_samples': len(self.train_loader.dataset), 'val_samples': len(self.val_loader.dataset),
             'best_val_loss': s['best_val_loss'] if s['best_epoch'] else None, 'best_epoch': s['best_epoch'],
             'total_epochs_trained': s['epoch'], 'stopped_early': s['stopped_early'], 'device': str(self.device),
