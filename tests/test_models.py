@@ -14,6 +14,7 @@ from quantnb.models.core import (HEADS, ModelConfig, ModelConfigError, QuantMode
                                  create_model, list_models, list_presets, model_options, register_head)
 from quantnb.models.enhanced import (ENHANCED_PRESETS, MoEFeedForward, MultiHeadLatentAttention, apply_rotary_emb,
                                      precompute_freqs_cis)
+from quantnb.models.rnn import StackedRNN
 
 MODELS = ['attention_lstm', 'enhanced_transformer', 'gru', 'lstm', 'moe_transformer', 'transformer']
 SEQ_LEN, N_FEATURES = 60, 5
@@ -26,8 +27,13 @@ VARIANTS = [(name, {}) for name in MODELS] + [
     ('transformer', {'n_heads': [4, 2], 'ffn_dim': [64, 32]}),
     ('enhanced_transformer', {'causal': True, 'pooling': 'last', 'n_heads': [4, 2]}),
     ('moe_transformer', {'top_k': 1, 'num_experts': 3}),
+    # per-layer and per-expert widths, as pruned models have them
+    ('gru', {'hidden_size': [32, 12]}),
+    ('lstm', {'hidden_size': [16, 24, 8], 'num_layers': 3, 'pooling': 'mean'}),
+    ('moe_transformer', {'num_experts': 3, 'expert_ffn_dim': [32, [16, 48, 8]]}),
 ]
-CAUSAL = [('lstm', {}), ('gru', {}), ('attention_lstm', {}), ('transformer', {'causal': True}),
+CAUSAL = [('lstm', {}), ('gru', {}), ('lstm', {'hidden_size': [16, 8]}), ('gru', {'hidden_size': [8, 16]}),
+          ('attention_lstm', {}), ('transformer', {'causal': True}),
           ('transformer', {'causal': True, 'positions': 'sinusoidal'}), ('enhanced_transformer', {'causal': True}),
           ('moe_transformer', {'causal': True})]
 
@@ -383,6 +389,8 @@ def test_unknown_model_names_list_the_valid_ones():
     (lambda: create_model('lstm', 5, pooling='max'), r"pooling='max'; valid: 'last', 'mean'"),
     (lambda: create_model('transformer', 5, positions='rotary'), r"positions='rotary'"),
     (lambda: create_model('transformer', 5, n_layers=3, n_heads=[4, 4]), r"n_heads=\[4, 4\].*list of 3"),
+    (lambda: create_model('gru', 5, hidden_size=[64]), r"hidden_size=\[64\].*list of 2"),
+    (lambda: create_model('moe_transformer', 5, num_experts=3, expert_ffn_dim=[8, [8, 8]]), r"expert_ffn_dim=.*one per expert"),
     (lambda: create_model('moe_transformer', 5, ffn_dim=64), r"'ffn_dim'.*valid options: .*expert_ffn_dim"),
     (lambda: create_model('lstm', 5, hidden_size=np.array([1, 2])), r"cannot be stored in a JSON config"),
     (lambda: ModelConfig.from_dict({'name': 'lstm', 'n_features': 5, 'seq_length': 60}), r"no field\(s\) 'seq_length'"),
@@ -399,3 +407,28 @@ def test_bad_inputs_give_clear_errors():
         model(torch.randn(2, 61, 5))
     assert create_model('transformer', 5, seq_len=60, positions='sinusoidal')(torch.randn(2, 90, 5)).shape == (2, 7)
     assert create_model('enhanced_transformer', 5, seq_len=60)(torch.randn(2, 90, 5)).shape == (2, 7)   # RoPE grows
+
+
+# ---------------------------------------------------------------------------------------------- per-layer RNN widths
+
+@pytest.mark.parametrize('name, rnn', [('lstm', nn.LSTM), ('gru', nn.GRU)])
+def test_stacked_rnn_computes_what_torch_computes(sample, name, rnn):
+    "Equal widths: StackedRNN with nn.LSTM's / nn.GRU's weights gives its outputs; names and shapes are the same."
+    x = sample[0][:6]
+    set_seed(3)
+    ref = rnn(N_FEATURES, 24, 3, batch_first=True, dropout=0.3).eval()
+    stacked = StackedRNN(name.upper(), N_FEATURES, [24, 24, 24], dropout=0.3).eval()
+    assert [(n, p.shape) for n, p in stacked.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    stacked.load_state_dict(ref.state_dict(), strict=True)
+    with torch.no_grad(): torch.testing.assert_close(stacked(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)
+    stacked.train()   # dropout between layers only, as nn.LSTM does
+    assert not torch.equal(stacked(x)[0], ref(x)[0])
+
+
+def test_uneven_hidden_sizes_keep_parameter_names_and_uniform_ones_keep_torch_modules():
+    uniform, listed, uneven = (create_model('lstm', N_FEATURES, hidden_size=h) for h in (32, [32, 32], [32, 9]))
+    assert type(uniform.backbone.rnn) is nn.LSTM and type(listed.backbone.rnn) is nn.LSTM
+    assert type(uneven.backbone.rnn) is StackedRNN
+    assert [n for n, _ in uneven.named_parameters()] == [n for n, _ in uniform.named_parameters()]
+    assert uneven.backbone.rnn.weight_ih_l1.shape == (4 * 9, 32) and uneven.head.fc1.in_features == 9
+    assert uneven.backbone.d_out == 9

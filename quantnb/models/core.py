@@ -105,17 +105,25 @@ class _Entry:
 BACKBONES: dict[str, _Entry] = {}
 HEADS: dict[str, _Entry] = {}
 
+def _keeps_module_version(registry: dict, name: str, new) -> bool:
+    "Whether `new` is a notebook's copy (`__main__`) of something a module already registered under `name`."
+    old = registry.get(name)
+    return old is not None and getattr(new, '__module__', None) == '__main__' and getattr(old.build, '__module__', '__main__') != '__main__'
+
 def register_backbone(name: str, presets: dict[str, dict] | None = None):
     "Class decorator: make a `Backbone(n_features, seq_len, **options)` available as `create_model(name, ...)`."
     def deco(cls):
-        BACKBONES[name] = _Entry(name, cls, dict(presets or {}), skip=('self', 'n_features', 'seq_len'))
+        # a notebook that defines a zoo model re-runs the module's own code; the module's class stays
+        # registered, since other modules (pruning's isinstance checks) hold that class, not the copy
+        if not _keeps_module_version(BACKBONES, name, cls):
+            BACKBONES[name] = _Entry(name, cls, dict(presets or {}), skip=('self', 'n_features', 'seq_len'))
         return cls
     return deco
 
 def register_head(name: str):
     "Decorator: make a head factory `f(d_in, config, **options) -> nn.Module` available as `task=name`."
     def deco(fn):
-        HEADS[name] = _Entry(name, fn, skip=('d_in', 'config'))
+        if not _keeps_module_version(HEADS, name, fn): HEADS[name] = _Entry(name, fn, skip=('d_in', 'config'))
         return fn
     return deco
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Backbone, check_choice, per_layer, register_backbone
+from .core import Backbone, ModelConfigError, check_choice, per_layer, register_backbone
 from .transformer import init_transformer_weights
 
 # %% auto 0
@@ -90,12 +90,15 @@ class SwiGLU(nn.Module):
 # %% ../../nbs/08_models.enhanced.ipynb 16
 class MoEFeedForward(nn.Module):
     "Top-k routed mixture of SwiGLU experts with a Switch-style load-balancing loss."
-    def __init__(self, d_model: int, expert_ffn_dim: int, num_experts: int = 4, top_k: int = 2):
+    def __init__(self, d_model: int,
+                 expert_ffn_dim: int | list[int],   # hidden width of every expert, or one per expert
+                 num_experts: int = 4, top_k: int = 2):
         super().__init__()
         if not 1 <= top_k <= num_experts: raise ValueError(f'top_k={top_k} must be between 1 and num_experts={num_experts}')
         self.num_experts, self.top_k = num_experts, top_k
+        widths = per_layer('expert_ffn_dim', expert_ffn_dim, num_experts)   # one entry per expert
         self.gate = nn.Linear(d_model, num_experts, bias=False)   # the router
-        self.experts = nn.ModuleList([SwiGLU(d_model, expert_ffn_dim) for _ in range(num_experts)])
+        self.experts = nn.ModuleList([SwiGLU(d_model, w) for w in widths])
         self.balance_loss = torch.zeros(())   # of the last forward pass
         self.expert_index = None              # [n_tokens, top_k], experts chosen in the last forward pass
 
@@ -198,7 +201,7 @@ class MoETransformerBackbone(EnhancedTransformerBackbone):
                  qk_nope_dim: int = 16, qk_rope_dim: int = 8, v_dim: int = 16, kv_lora_rank: int = 32,
                  num_experts: int = 4,                    # SwiGLU experts per layer
                  top_k: int = 2,                          # experts per token
-                 expert_ffn_dim: int | list[int] = 96,    # hidden width of each expert, per layer if a list
+                 expert_ffn_dim: int | list = 96,         # hidden width of the experts: per layer if a list, per layer and expert if a list of lists
                  dropout: float = 0.1, causal: bool = False, pooling: str = 'mean',
                  rope_theta: float = 1e4, norm_eps: float = 1e-6):
         self._moe = dict(num_experts=num_experts, top_k=top_k)   # read by make_ffn during super().__init__
@@ -207,8 +210,16 @@ class MoETransformerBackbone(EnhancedTransformerBackbone):
                          ffn_dim=expert_ffn_dim, dropout=dropout, causal=causal, pooling=pooling,
                          rope_theta=rope_theta, norm_eps=norm_eps)
 
-    def _ffn_dims(self, ffn_dim, n_layers): return per_layer('expert_ffn_dim', ffn_dim, n_layers)
-    def make_ffn(self, d_model: int, ffn_dim: int) -> nn.Module: return MoEFeedForward(d_model, ffn_dim, **self._moe)
+    def _ffn_dims(self, ffn_dim, n_layers):
+        "Per layer: an int (every expert) or a list of `num_experts` ints."
+        values = [ffn_dim] * n_layers if isinstance(ffn_dim, int) else list(ffn_dim)
+        ok = len(values) == n_layers and all(
+            (isinstance(v, int) and v > 0) or (isinstance(v, list) and len(v) == self._moe['num_experts']
+                                               and all(isinstance(w, int) and w > 0 for w in v)) for v in values)
+        if not ok: raise ModelConfigError(f'expert_ffn_dim={ffn_dim!r}: give a positive int, or {n_layers} entries (one per layer), '
+                                          f'each a positive int or a list of {self._moe["num_experts"]} positive ints (one per expert)')
+        return values
+    def make_ffn(self, d_model: int, ffn_dim: int | list[int]) -> nn.Module: return MoEFeedForward(d_model, ffn_dim, **self._moe)
 
     def aux_loss(self) -> torch.Tensor:
         "Mean load-balancing loss of the MoE layers in the last forward pass (1.0 for uniform routing)."

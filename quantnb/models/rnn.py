@@ -4,30 +4,62 @@
 
 # %% ../../nbs/06_models.rnn.ipynb 4
 from __future__ import annotations
+import math
 import torch
-from torch import nn
+from torch import nn, _VF
+import torch.nn.functional as F
 
-from .core import Backbone, check_choice, register_backbone
+from .core import Backbone, check_choice, per_layer, register_backbone
 
 # %% auto 0
-__all__ = ['RecurrentBackbone', 'LSTMBackbone', 'GRUBackbone', 'AdditiveAttentionPool', 'AttentionLSTMBackbone']
+__all__ = ['StackedRNN', 'RecurrentBackbone', 'LSTMBackbone', 'GRUBackbone', 'AdditiveAttentionPool', 'AttentionLSTMBackbone']
 
 # %% ../../nbs/06_models.rnn.ipynb 6
+class StackedRNN(nn.Module):
+    "Unidirectional, batch-first LSTM or GRU stack with one hidden width per layer; parameters named as in `nn.LSTM`."
+    def __init__(self, mode: str,                # 'LSTM' or 'GRU'
+                 input_size: int,
+                 hidden_sizes: list[int],        # one width per layer
+                 dropout: float = 0.0):          # on the outputs of every layer but the last, as in `nn.LSTM`
+        super().__init__()
+        self.mode, self.hidden_sizes, self.dropout = check_choice('mode', mode, ('LSTM', 'GRU')), list(hidden_sizes), dropout
+        self.num_layers, gates = len(self.hidden_sizes), 4 if mode == 'LSTM' else 3
+        d_in = input_size
+        for k, h in enumerate(self.hidden_sizes):
+            bound = 1 / math.sqrt(h)   # nn.LSTM's initialisation
+            for name, shape in ((f'weight_ih_l{k}', (gates * h, d_in)), (f'weight_hh_l{k}', (gates * h, h)),
+                                (f'bias_ih_l{k}', (gates * h,)), (f'bias_hh_l{k}', (gates * h,))):
+                self.register_parameter(name, nn.Parameter(torch.empty(shape).uniform_(-bound, bound)))
+            d_in = h
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        B = x.shape[0]                                                                # x: [batch, seq_len, input_size]
+        for k, h in enumerate(self.hidden_sizes):
+            weights = [getattr(self, f'{w}_l{k}') for w in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')]
+            h0 = x.new_zeros(1, B, h)
+            if self.mode == 'LSTM': x = _VF.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)[0]
+            else: x = _VF.gru(x, h0, weights, True, 1, 0.0, self.training, False, True)[0]   # [batch, seq_len, h]
+            if k < self.num_layers - 1: x = F.dropout(x, self.dropout, self.training)
+        return x, None
+
+# %% ../../nbs/06_models.rnn.ipynb 7
 class RecurrentBackbone(Backbone):
     "Stacked unidirectional RNN (`rnn_class`) over the window; per-step hidden states as features."
     rnn_class: type[nn.RNNBase] = nn.LSTM
 
     def __init__(self, n_features: int, seq_len: int | None = None,
-                 hidden_size: int = 64,   # width of the hidden state (and of `z`)
-                 num_layers: int = 2,     # stacked layers
-                 dropout: float = 0.1,    # between layers and on the output
-                 pooling: str = 'last'):  # 'last' step or 'mean' over steps
+                 hidden_size: int | list[int] = 64,   # width of the hidden state (and of `z`); per layer if a list
+                 num_layers: int = 2,                 # stacked layers
+                 dropout: float = 0.1,                # between layers and on the output
+                 pooling: str = 'last'):              # 'last' step or 'mean' over steps
         super().__init__()
         self.pooling = check_choice('pooling', pooling, ('last', 'mean'))
-        self.rnn = self.rnn_class(n_features, hidden_size, num_layers, batch_first=True,
-                                  dropout=dropout if num_layers > 1 else 0.0)
+        sizes = per_layer('hidden_size', hidden_size, num_layers)
+        between = dropout if num_layers > 1 else 0.0
+        if len(set(sizes)) == 1: self.rnn = self.rnn_class(n_features, sizes[0], num_layers, batch_first=True, dropout=between)
+        else: self.rnn = StackedRNN('LSTM' if issubclass(self.rnn_class, nn.LSTM) else 'GRU', n_features, sizes, between)
         self.dropout = nn.Dropout(dropout)
-        self.d_out = hidden_size
+        self.d_out = sizes[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.rnn(x)        # [batch, seq_len, hidden_size]
@@ -43,7 +75,7 @@ class GRUBackbone(RecurrentBackbone):
     "Stacked GRU."
     rnn_class = nn.GRU
 
-# %% ../../nbs/06_models.rnn.ipynb 11
+# %% ../../nbs/06_models.rnn.ipynb 14
 class AdditiveAttentionPool(nn.Module):
     "Bahdanau attention over time: `z = sum_t a_t h_t` with `a = softmax_t(v . tanh(W_h h_t + W_q q))`."
     def __init__(self, d_in: int, attention_dim: int):
@@ -61,7 +93,7 @@ class AdditiveAttentionPool(nn.Module):
         a = self.weights(h, q)                  # [batch, seq_len]
         return (a[..., None] * h).sum(1)        # [batch, d_in]
 
-# %% ../../nbs/06_models.rnn.ipynb 13
+# %% ../../nbs/06_models.rnn.ipynb 16
 @register_backbone('attention_lstm')
 class AttentionLSTMBackbone(Backbone):
     "Stacked LSTM, pooled over time by additive attention queried with the final state(s)."
