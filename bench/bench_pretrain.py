@@ -10,7 +10,7 @@ trained from scratch, for each seed. Reported per cell: best validation loss and
 next-day direction accuracy, mean +- std over seeds. Prints JSON and saves a plot. Whether
 pretraining helps is the finding, whatever it is.
 """
-import argparse, json, statistics, tempfile, time
+import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +77,7 @@ def main():
                     'direction_accuracy_std': statistics.pstdev(r['direction_accuracy'] for r in runs),
                     'train_samples': runs[0]['train_samples'], 'epochs': [r['epochs'] for r in runs]}
         result['models'][name] = cell
-        print(f'{name} done', flush=True)
+        print(f'{name} done', file=sys.stderr, flush=True)
     plot(result, args.plot)
     result['plot'] = args.plot
     print(json.dumps(result, indent=2))
@@ -95,7 +95,7 @@ def plot(result, path):
                 ax.errorbar(np.arange(3) + (k - 0.5) * 0.1, [cell[x][f'{metric}_mean'] for x in keys], [cell[x][f'{metric}_std'] for x in keys],
                             marker='o', capsize=3, label=init)
             ax.set_xticks(range(3), [f'{int(f * 100)}%' for f in result['fractions']]); ax.set_xlabel('share of training data')
-            ax.set_title(f'{name}: validation {metric.replace("_", " ")}'); ax.legend(fontsize=8)
+            ax.set_title(f'{name}: validation {"loss" if metric == "val_loss" else "next-day direction accuracy"}'); ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

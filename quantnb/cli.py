@@ -60,19 +60,20 @@ TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 def train(params: dict) -> int:
     "Validate `params`, reserve the run, execute the training notebook with papermill; 0 on success."
     import papermill as pm
-    from quantnb.train.pipeline import TrainParams
+    from quantnb.experiments import make_run, run_model_type
     from quantnb.train.runs import TrainingManager, _now
     params, env = dict(params), {}
     if params.get('db_url') and mask_url(params['db_url']) != params['db_url']:
         env['QUANTNB_DB_URL'], params['db_url'] = params['db_url'], ''
-    checked = TrainParams.from_dict(params)
-    if checked.resume:
+    run = make_run(params)                   # every parameter checked before anything exists
+    checked = run.params
+    if getattr(checked, 'resume', ''):
         manager = TrainingManager.load_run(checked.resume, checked.out_dir)
         output = manager.run_dir/f'notebook-resumed-{_now().replace(":", "")}.ipynb'
     else:
         symbols = checked.symbol_list()
         data_source = mask_url(env.get('QUANTNB_DB_URL') or resolve_db_url(checked.db_url or None))
-        manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols, checked.model, checked.out_dir,
+        manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols or None, run_model_type(run), checked.out_dir,
                                   run_name=checked.run_name or None, data_source=data_source)
         params['run_name'] = manager.run_name
         output = manager.run_dir/'notebook.ipynb'
@@ -93,10 +94,12 @@ def train(params: dict) -> int:
             else: os.environ[k] = v
     summary = manager.get_summary()
     metrics = {k: round(v, 4) for k, v in (summary.get('eval_metrics') or {}).items() if isinstance(v, float)}
-    print(f'completed {manager.run_name}: {summary["epochs_trained"]} epochs, best val_loss {summary["best_val_loss"]:.6f}; test {metrics}')
+    best = summary['best_val_loss']
+    print(f'completed {manager.run_name}: {summary["epochs_trained"]} epochs' + (f', best val_loss {best:.6f}' if isinstance(best, float) else '') + f'; test {metrics}')
     return 0
 
-_HEADLINE = ['mae', 'rmse', 'r2', 'direction_accuracy', 'ic', 'rank_ic', 'accuracy', 'macro_f1']
+_HEADLINE = ['mae', 'rmse', 'r2', 'direction_accuracy', 'ic', 'rank_ic', 'accuracy', 'macro_f1', 'masked_mse',
+             'annualised_return', 'sharpe', 'max_drawdown', 'excess_return']
 
 def runs_list(out_dir: str | None = None, sort: str | None = None) -> int:
     "Print one line per run with its key test metrics."
@@ -104,7 +107,7 @@ def runs_list(out_dir: str | None = None, sort: str | None = None) -> int:
     df = runs_table(out_dir, sort_by=sort)
     if df.empty:
         print(f'no runs in {Path(out_dir or "out").resolve()}'); return 0
-    cols = ['run_name', 'model', 'symbol', 'status'] + [c for c in _HEADLINE if c in df]
+    cols = ['run_name', 'model', 'kind', 'symbol', 'status'] + [c for c in _HEADLINE if c in df]
     with pd.option_context('display.width', 200, 'display.max_columns', 30, 'display.max_rows', 500):
         print(df[cols].round(4).to_string(index=False))
     return 0
@@ -149,11 +152,10 @@ def verify(source: str, out_dir: str | None = None) -> int:
 
 def _add_train_options(p: argparse.ArgumentParser):
     "One option per training-notebook parameter; only the options given are passed on."
-    from quantnb.train.pipeline import TrainParams
-    for f in dataclasses.fields(TrainParams):
-        kind = {'int': int, 'float': float, 'bool': _boolean}.get(str(f.type), str)
-        p.add_argument(f'--{f.name}', type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                       help=f'(default {f.default!r})')
+    from quantnb.experiments import PARAMETERS
+    for name, default in PARAMETERS.items():
+        kind = {bool: _boolean, int: int, float: float}.get(type(default), str)
+        p.add_argument(f'--{name}', type=kind, default=argparse.SUPPRESS, metavar=name.upper(), help=f'(default {default!r})')
 
 def _boolean(text: str) -> bool:
     if text.lower() in ('1', 'true', 'yes', 'on'): return True

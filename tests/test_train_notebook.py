@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 from quantnb.cli import TRAIN_NOTEBOOK
-from quantnb.train.pipeline import TrainParams
+from quantnb.experiments import PARAMETERS
 from quantnb.train.runs import TrainingManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +31,11 @@ def test_the_shipped_notebook_is_clean_and_parameterised():
     code = [c for c in nb.cells if c.cell_type == 'code']
     assert all(not c.get('outputs') and c.get('execution_count') is None for c in code)
     (params,) = [c for c in code if 'parameters' in c.metadata.get('tags', [])]
-    names = {line.split('=')[0].strip() for line in params.source.splitlines() if '=' in line}
+    names = {line.split('=')[0].strip() for line in params.source.splitlines() if '=' in line and not line.lstrip().startswith('#')}
     required = {'model', 'symbols', 'db_url', 'feature_set', 'seq_len', 'horizon', 'task', 'epochs', 'batch_size', 'lr',
                 'preset', 'seed', 'out_dir', 'resume', 'pretrained'}
-    assert required <= names and names - {'notebook_path'} == set(TrainParams.__dataclass_fields__)
+    assert required <= names and names - {'notebook_path'} == set(PARAMETERS)
+    assert {'prune', 'prune_rate', 'prune_states', 'rewind_epoch', 'stage1_run', 'strategy_epochs', 'pretext', 'freeze_epochs'} <= names
 
 
 @pytest.mark.parametrize('model, extra, plots', [
@@ -51,6 +52,32 @@ def test_papermill_runs_record_into_out(tmp_path, model, extra, plots):
     executed = nbformat.read(run.run_dir / 'notebook.ipynb', as_version=4)     # the executed copy lives in the run
     assert any(c.get('outputs') for c in executed.cells if c.cell_type == 'code')
     assert (tmp_path / 'out' / 'executed.ipynb').exists()
+
+
+SMALL = '{"d_model": 32, "head_dim": 8, "ffn_dim": 64}'
+
+
+@pytest.mark.parametrize('params, model_type, result', [
+    (['-p', 'model', 'gru', '-p', 'prune', 'refill', '-p', 'prune_rate', '0.5', '-p', 'prune_states', '2'], 'gru', 'pruning'),
+    (['-p', 'model', 'two_stage', '-p', 'stage1_model', 'transformer', '-p', 'model_kwargs', SMALL, '-p', 'strategy_epochs', '2'],
+     'strategy_gru', 'backtest'),
+])
+def test_pruning_and_two_stage_runs_through_the_notebook(tmp_path, params, model_type, result):
+    r = papermill(tmp_path, *params, '-p', 'epochs', '1', '-p', 'seq_len', '30', '-p', 'progress', 'False')
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = {m['model_type']: m for m in TrainingManager.list_runs(tmp_path / 'out')}
+    run = TrainingManager.load_run(runs[model_type]['run_name'], tmp_path / 'out')
+    assert run.metadata['status'] == 'completed' and (run.run_dir / 'results' / f'{result}.json').exists()
+    assert (run.run_dir / 'notebook.ipynb').exists() and list((run.run_dir / 'plots').glob('*.png'))
+    table = json.loads((run.run_dir / 'results' / f'{result}.json').read_text())
+    if result == 'pruning': assert [s['label'] for s in table['states']] == ['state-0', 'state-1'] and table['controls']
+    else: assert table['segment'] == 'test' and 'buy_and_hold' in table['metrics']
+
+
+def test_parameters_of_another_kind_of_run_are_refused(tmp_path):
+    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'prune_rate', '0.5', *QUICK)
+    assert r.returncode != 0 and "['prune_rate'] are not used by a plain training run" in r.stderr + r.stdout
+    assert TrainingManager.list_runs(tmp_path / 'out') == []
 
 
 def test_quantnb_train_runs_the_same_notebook(tmp_path):

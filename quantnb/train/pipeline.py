@@ -186,7 +186,7 @@ def start(self) -> TrainingManager:
         self.manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols, p.model, p.out_dir,
                                        run_name=p.run_name or None, data_source=mask_url(self.db_url))
     self.manager.fail_on_exception()
-    self.manager._update_metadata(data_source=mask_url(self.db_url), stock_symbol=p.symbol_list() if len(p.symbol_list()) > 1 else p.symbol_list()[0])
+    self.manager._update_metadata(task=p.task, data_source=mask_url(self.db_url), stock_symbol=p.symbol_list() if len(p.symbol_list()) > 1 else p.symbol_list()[0])
     if not self.resuming:
         self.manager.save_config({'params': p.to_dict(), 'data_source': mask_url(self.db_url), **p.to_dict()})
     self.manager.update_status('preparing')

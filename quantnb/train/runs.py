@@ -302,7 +302,9 @@ def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None,
     rows = []
     for meta in TrainingManager.list_runs(output_dir):
         symbol = meta.get('stock_symbol')
-        rows.append({'run_name': meta['run_name'], 'model': meta.get('model_type'),
+        kind = (f"prune:{meta['pruning']['method']}" if meta.get('pruning') else 'fine-tune' if meta.get('pretrained_from')
+                else meta.get('task') or '')
+        rows.append({'run_name': meta['run_name'], 'model': meta.get('model_type'), 'kind': kind,
                      'symbol': symbol if isinstance(symbol, str) or symbol is None else ','.join(symbol),
                      'status': meta.get('status'), 'created_at': meta.get('created_at'), **(meta.get('eval_metrics') or {})})
     df = pd.DataFrame(rows)
