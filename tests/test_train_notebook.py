@@ -36,6 +36,8 @@ def test_the_shipped_notebook_is_clean_and_parameterised():
                 'preset', 'seed', 'out_dir', 'resume', 'pretrained'}
     assert required <= names and names - {'notebook_path'} == set(PARAMETERS)
     assert {'prune', 'prune_rate', 'prune_states', 'rewind_epoch', 'stage1_run', 'strategy_epochs', 'pretext', 'freeze_epochs'} <= names
+    import papermill as pm
+    assert set(pm.inspect_notebook(str(TRAIN_NOTEBOOK))) == names      # papermill parses every parameter line
 
 
 @pytest.mark.parametrize('model, extra, plots', [
