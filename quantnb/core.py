@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb 4
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, re, tempfile
+import contextlib, dataclasses, hashlib, json, os, random, re, tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'quantnb_home', 'default_db_path', 'default_db_url', 'resolve_db_url', 'default_out_dir',
-           'mask_url', 'atomic_write', 'write_json', 'read_json', 'sha256_file', 'patch_to', 'set_seed',
+           'mask_url', 'atomic_write', 'write_json', 'read_json', 'sha256_file', 'patch_to', 'Params', 'set_seed',
            'default_device']
 
 # %% ../nbs/00_core.ipynb 6
@@ -97,6 +97,36 @@ def patch_to(cls):
     return attach
 
 # %% ../nbs/00_core.ipynb 18
+class Params:
+    "Base for a run's parameter dataclass: `from_dict` refusing unknown names, `coerce` to the declared types, `to_dict`."
+    @classmethod
+    def from_dict(cls, values: dict):
+        "Parameters from a dict; an unknown key is a `ValueError` that lists the valid names."
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown: raise ValueError(f'unknown parameter(s) {unknown}; valid: {", ".join(names)}')
+        return cls(**values)
+
+    def coerce(self, skip: tuple[str, ...] = ()) -> None:
+        "Cast every field (except those in `skip`) to its declared type; `None` means the field's default."
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None: value = f.default
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, '__name__', '')
+            if f.name not in skip:
+                try:
+                    if kind == 'int' and not isinstance(value, bool): value = int(value)
+                    elif kind == 'float': value = float(value)
+                    elif kind == 'bool' and isinstance(value, str): value = value.strip().lower() in ('1', 'true', 'yes')
+                    elif kind == 'str' and not isinstance(value, str):
+                        value = ','.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f'{f.name}={value!r} is not {"an integer" if kind == "int" else "a number"}') from None
+            setattr(self, f.name, value)
+
+    def to_dict(self) -> dict: return dataclasses.asdict(self)
+
+# %% ../nbs/00_core.ipynb 21
 def set_seed(seed: int, deterministic: bool = True) -> int:
     "Seed `random`, NumPy and PyTorch (all devices); optionally ask torch for deterministic kernels."
     import torch

@@ -24,6 +24,16 @@ def quantnb_home(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    "Tiny models: one intra-op thread; on a shared CPU, OpenMP workers spinning against each other make RNN steps 100x slower."
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope='session')
 def mysql_server():
     "An engine on the MariaDB server's `test` database (admin connection used to create scratch databases)."

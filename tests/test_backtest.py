@@ -12,13 +12,7 @@ from quantnb.strategy.backtest import MLStrategy, backtest, backtest_run, next_d
 from quantnb.train.pipeline import run_training
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_cpu_thread():
-    "These models are tiny: on a shared CPU, intra-op threads cost far more than they save."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def five_days(symbol='600519', positions=(0, 1, 1, 0.5, 0), returns=(0.01, 0.02, -0.01, 0.03, -0.02), start='2021-01-04'):

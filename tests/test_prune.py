@@ -31,13 +31,7 @@ TINY = {   # small enough to train in a second, with every kind of unit
 QUICK = dict(seq_len=SEQ_LEN, batch_size=256, latency_batch=16, progress=False, patience=0)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "Small models on a shared CPU: one thread avoids OpenMP workers spinning against each other (100x slower RNN steps)."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

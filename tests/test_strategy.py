@@ -16,15 +16,9 @@ from quantnb.train.runs import TrainingManager
 
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_cpu_thread():
-    "These models are tiny: on a shared CPU, intra-op threads cost far more than they save."
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
-# --- the seed's loss, one sample at a time (the reference; copied into bench/bench_strategy.py) ---------------------
+# --- the seed's loss, one sample at a time (the reference; bench/bench_strategy.py times it) ---------------------
 
 def reference_classify_market(returns, trend_threshold=0.001, t_threshold=1.0, short_days=5, long_days=10):
     "Seed 003's classify_market for one window `[days]`: three votes in plain Python, then the majority."

@@ -16,9 +16,9 @@ from ..core import default_db_path, mask_url, resolve_db_url
 
 # %% auto 0
 __all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'ADJUSTMENTS',
-           'normalize_symbol', 'is_valid_symbol', 'as_datetime64', 'as_date', 'get_engine', 'init_db', 'upsert_frame',
-           'count_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
-           'DatabaseNotInitialisedError', 'StockDataLoader']
+           'normalize_symbol', 'is_valid_symbol', 'parse_symbols', 'as_datetime64', 'as_date', 'get_engine', 'init_db',
+           'upsert_frame', 'count_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
+           'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -66,6 +66,14 @@ def normalize_symbol(symbol: str | int) -> str:
 def is_valid_symbol(symbol: str) -> bool:
     "Whether `symbol` is (or normalises to) a 6-digit exchange code."
     return bool(_symbol_forms.match(str(symbol).strip()))
+
+def parse_symbols(symbols: str | int | Sequence) -> list[str]:
+    "Codes from `'600519, sz000001'`, a list, or an integer (papermill reads `-p symbols 000001` as `1`)."
+    raw = list(symbols) if isinstance(symbols, (list, tuple)) else str(symbols).split(',') if isinstance(symbols, str) else [symbols]
+    def one(s):
+        s = s.strip() if isinstance(s, str) else s
+        return normalize_symbol(int(s) if isinstance(s, str) and s.isdigit() and len(s) < 6 else s)
+    return [one(s) for s in raw if str(s).strip()]
 
 # %% ../../nbs/01_data.db.ipynb 11
 def as_datetime64(values) -> pd.Series | pd.DatetimeIndex:

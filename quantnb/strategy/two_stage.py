@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..core import atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
+from ..core import Params, atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
 from ..data.datasets import SEGMENTS, Split
-from ..data.db import StockDataLoader, as_date, normalize_symbol
+from ..data.db import StockDataLoader, as_date, normalize_symbol, parse_symbols
 from ..data.features import compute_features
 from ..models.core import MLPHead, QuantModel, list_models
 from ..predict import PredictionEngine
@@ -322,7 +322,7 @@ def backtest_strategy(network: GRUStrategyNetwork, data: StrategyData, cost_bps:
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 17
 @dataclasses.dataclass
-class TwoStageParams:
+class TwoStageParams(Params):
     symbols: str = '600519'                    # comma-separated codes ('' with stage1_run: that run's symbols)
     out_dir: str = 'out'
     stage1_run: str = ''                       # a finished regression run to reuse ('' : train stage 1 first)
@@ -362,30 +362,12 @@ class TwoStageParams:
     risk_cost_weight: float = 0.5
     opportunity_cost_weight: float = 0.1
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TwoStageParams:
-        "Params from a dict (unknown keys are an error), coerced to the declared types and checked."
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown: raise ValueError(f'unknown parameter(s) {unknown}; valid: {", ".join(names)}')
-        return cls(**values)
-
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None: v = f.default
-            try:
-                if f.type in ('int', int) and not isinstance(v, bool): v = int(v)
-                elif f.type in ('float', float): v = float(v)
-                elif f.type in ('bool', bool) and isinstance(v, str): v = v.strip().lower() in ('1', 'true', 'yes')
-                elif f.type in ('str', str) and not isinstance(v, str): v = ','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
-            except (TypeError, ValueError): raise ValueError(f'{f.name}={v!r} is not a valid {f.type}') from None
-            setattr(self, f.name, v)
+        self.coerce(skip=('symbols',))
         self.symbols = ','.join(self.symbol_list())
         self.validate()
 
-    def symbol_list(self) -> list[str]:
-        return [normalize_symbol(int(s) if s.strip().isdigit() and len(s.strip()) < 6 else s) for s in str(self.symbols).split(',') if s.strip()]
+    def symbol_list(self) -> list[str]: return parse_symbols(self.symbols)
 
     def validate(self) -> None:
         "Raise `ValueError` naming the first bad parameter."
@@ -405,8 +387,6 @@ class TwoStageParams:
             raise ValueError('db_url carries a password, which would be written into out/; set QUANTNB_DB_URL in the environment instead')
         try: json.loads(self.model_kwargs or '{}')
         except json.JSONDecodeError as e: raise ValueError(f'model_kwargs={self.model_kwargs!r} is not JSON: {e}') from None
-
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 19
 def _stage1(p: TwoStageParams) -> TrainingManager:

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np, pandas as pd
 import torch
 
-from ..core import default_db_url, mask_url, patch_to, read_json, set_seed
+from ..core import Params, default_db_url, mask_url, patch_to, read_json, set_seed
 from ..data.datasets import TASKS, DatasetBundle, Normalizer, load_datasets, make_dataloaders
-from ..data.db import normalize_symbol
+from ..data.db import parse_symbols
 from ..data.features import feature_names
 from ..models.core import ModelConfig, build_model, create_model, list_models, list_presets
 from ..pretrain import MASKS, MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
@@ -28,7 +28,7 @@ __all__ = ['RUN_TASKS', 'TrainParams', 'TrainingRun', 'papermill_output_path', '
 
 # %% ../../nbs/14_train.pipeline.ipynb 6
 @dataclasses.dataclass
-class TrainParams:
+class TrainParams(Params):
     model: str = 'gru'                 # see quantnb.models.core.list_models()
     symbols: str = '600519'            # comma-separated codes, or 'all' (every stock in the database)
     db_url: str = ''                   # '' : $QUANTNB_DB_URL, else the embedded SQLite sample
@@ -66,34 +66,14 @@ class TrainParams:
     freeze_epochs: int = 0             # fine-tuning: epochs with a frozen backbone first
     progress: bool = True
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainParams:
-        "Params from a dict (unknown keys are an error), coerced to the declared types and checked."
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown: raise ValueError(f'unknown parameter(s) {unknown}; valid: {", ".join(names)}')
-        return cls(**values)
-
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None: v = f.default
-            if f.type in ('int', int) and not isinstance(v, bool):
-                try: v = int(v)
-                except (TypeError, ValueError): raise ValueError(f'{f.name}={v!r} is not an integer') from None
-            elif f.type in ('float', float):
-                try: v = float(v)
-                except (TypeError, ValueError): raise ValueError(f'{f.name}={v!r} is not a number') from None
-            elif f.type in ('bool', bool) and isinstance(v, str): v = v.lower() in ('1', 'true', 'yes')
-            elif f.type in ('str', str) and not isinstance(v, str): v = str(v) if f.name != 'symbols' else v
-            setattr(self, f.name, v)
+        self.coerce(skip=('symbols',))   # symbols: parse_symbols takes an int, a list or text
         self.symbols = ','.join(self.symbol_list())
         self.validate()
 
     def symbol_list(self) -> list[str]:
         "The symbols as six-digit codes."
-        raw = self.symbols if isinstance(self.symbols, (list, tuple)) else str(self.symbols).split(',') if isinstance(self.symbols, str) else [self.symbols]
-        return [normalize_symbol(int(s) if isinstance(s, str) and s.strip().isdigit() and len(s.strip()) < 6 else s) for s in raw if str(s).strip()]
+        return parse_symbols(self.symbols)
 
 # %% ../../nbs/14_train.pipeline.ipynb 8
 @patch_to(TrainParams)
@@ -137,9 +117,6 @@ def _training_kwargs(self) -> dict:
 def training_args(self) -> TrainingArgs:
     "The trainer's arguments."
     return TrainingArgs(**self._training_kwargs())
-
-@patch_to(TrainParams)
-def to_dict(self) -> dict: return dataclasses.asdict(self)
 
 # %% ../../nbs/14_train.pipeline.ipynb 11
 class TrainingRun:
