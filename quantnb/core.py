@@ -65,8 +65,9 @@ def atomic_write(path: str | Path, mode: str = 'w', encoding: str | None = 'utf-
         raise
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    "Write `obj` as indented UTF-8 JSON to `path`, atomically."
-    with atomic_write(path) as f: json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default)
+    "Write `obj` as indented UTF-8 JSON to `path`, atomically; NaN and infinities become `null` (strict JSON)."
+    with atomic_write(path) as f:
+        json.dump(_finite(obj), f, indent=2, ensure_ascii=False, default=_json_default, allow_nan=False)
     return Path(path)
 
 def read_json(path: str | Path) -> Any:
@@ -79,6 +80,14 @@ def sha256_file(path: str | Path) -> str:
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
+
+def _finite(o):
+    "`o` with every non-finite float replaced by `None`: Python's `NaN` token is not JSON, and JavaScript or `jq` readers reject it."
+    if isinstance(o, dict): return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray): return _finite(o.tolist())
+    if isinstance(o, (float, np.floating)): return float(o) if np.isfinite(o) else None
+    return o
 
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)

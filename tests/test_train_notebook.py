@@ -20,6 +20,16 @@ def papermill(tmp_path, *params, env=None, output='out/executed.ipynb'):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
+def assert_strict_json(out: Path):
+    "Every JSON file under `out` parses without Python's NaN/Infinity extension (jq and JavaScript refuse those)."
+    def refuse(token): raise ValueError(token)
+    files = list(out.rglob('*.json'))
+    for path in files:
+        try: json.loads(path.read_text(), parse_constant=refuse)
+        except ValueError as e: pytest.fail(f'{path.relative_to(out)} is not strict JSON: {e}')
+    assert len(files) > 5
+
+
 def only_run(tmp_path) -> TrainingManager:
     (meta,) = TrainingManager.list_runs(tmp_path / 'out')
     return TrainingManager.load_run(meta['run_name'], tmp_path / 'out')
@@ -54,6 +64,7 @@ def test_papermill_runs_record_into_out(tmp_path, model, extra, plots):
     executed = nbformat.read(run.run_dir / 'notebook.ipynb', as_version=4)     # the executed copy lives in the run
     assert any(c.get('outputs') for c in executed.cells if c.cell_type == 'code')
     assert (tmp_path / 'out' / 'executed.ipynb').exists()
+    assert_strict_json(tmp_path / 'out')          # the zero-return baseline has no IC: null, not NaN
 
 
 SMALL = '{"d_model": 32, "head_dim": 8, "ffn_dim": 64}'
@@ -71,6 +82,7 @@ def test_pruning_and_two_stage_runs_through_the_notebook(tmp_path, params, model
     run = TrainingManager.load_run(runs[model_type]['run_name'], tmp_path / 'out')
     assert run.metadata['status'] == 'completed' and (run.run_dir / 'results' / f'{result}.json').exists()
     assert (run.run_dir / 'notebook.ipynb').exists() and list((run.run_dir / 'plots').glob('*.png'))
+    assert_strict_json(tmp_path / 'out')
     table = json.loads((run.run_dir / 'results' / f'{result}.json').read_text())
     if result == 'pruning': assert [s['label'] for s in table['states']] == ['state-0', 'state-1'] and table['controls']
     else: assert table['segment'] == 'test' and 'buy_and_hold' in table['metrics']
