@@ -339,6 +339,8 @@ def test_structured_run_is_saved_smaller_and_reloads(tmp_path, method):
     if method == 'rsst':
         r = run.states[1]['rsst']
         assert r['doomed_norm'] < 0.2 * r['kept_norm']
+        assert r['val_loss_after_removal'] == pytest.approx(r['val_loss_before_removal'], rel=0.1)   # the penalty made removal cheap
+        assert run.states[1]['epochs'] > r['penalty_epochs']                                       # then the smaller model recovered
 
 
 def test_pretrained_initialisation_is_verified_before_pruning_rewinds_to_it(tmp_path):

@@ -400,7 +400,8 @@ PruningRun.build_model = _build_dense_model
 def _fit(self, model: QuantModel, label: str, masks: Masks | None = None, penalty=None, snapshot_epoch: int = 0) -> tuple[PruningTrainer, dict]:
     p = self.params
     args = p.training_args()
-    if penalty is not None: args = dataclasses.replace(args, patience=None)   # the penalty follows the whole schedule
+    if penalty is not None:   # the penalty follows a whole schedule, as long as state 0 trained: longer only overfits
+        args = dataclasses.replace(args, patience=None, epochs=min(args.epochs, self.states[0]['epochs'] or args.epochs))
     trainer = PruningTrainer(model, self.loaders['train'], self.loaders['val'], args, None, task=p.task, masks=masks,
                              penalty=penalty, snapshot_epochs=[snapshot_epoch] if snapshot_epoch > 0 else [],
                              restore_best=penalty is None)
@@ -418,6 +419,13 @@ def _predict(self, model: QuantModel, split: str) -> np.ndarray:
     return torch.cat([model(x.to(self.device)).float().cpu() for x, _ in self.loaders[split]]).numpy()
 
 @patch_to(PruningRun)
+def _val_loss(self, model: QuantModel) -> float:
+    "The training loss on the validation split."
+    val_out = torch.from_numpy(self._predict(model.to(self.device), 'val'))
+    val_y = torch.cat([y for _, y in self.loaders['val']])
+    return float(make_loss(self.params.loss, self.params.task)(val_out, val_y))
+
+@patch_to(PruningRun)
 def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None = None, summary: dict | None = None,
             kept: dict | None = None, extra: dict | None = None) -> dict:
     "Measure a state, save its checkpoint, return its record."
@@ -425,9 +433,6 @@ def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None 
     model = model.to(self.device).eval()
     outputs = self._predict(model, 'test')
     results = evaluate_predictions(self.bundle, outputs, 'test')
-    loss_fn = make_loss(p.loss, p.task)
-    val_out = torch.from_numpy(self._predict(model, 'val'))
-    val_y = torch.cat([y for _, y in self.loaders['val']])
     params = count_parameters(model)
     pruned = sum(int((~m).sum()) for m in masks.values()) if masks else 0
     x1 = self.timing_x[:1].to(self.device)
@@ -436,7 +441,7 @@ def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None 
               'remaining_fraction': round((params - pruned) / self.dense_parameters, 6),
               'flops': count_flops(model, x1), 'flops_if_sparse': count_flops(model, x1, sparse=True),
               'latency_ms': round(lat['this'] * 1e3, 3), 'latency_ratio': round(lat['this'] / lat['dense'], 4),
-              'val_loss': float(loss_fn(val_out, val_y)), 'epochs': (summary or {}).get('total_epochs_trained'),
+              'val_loss': self._val_loss(model), 'epochs': (summary or {}).get('total_epochs_trained'),
               'test': {k: v for k, v in results['metrics'].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     if not self.structured: record['weight_sparsity'] = sparsity_summary(model, masks)
     else:
@@ -496,10 +501,14 @@ def run_states(self) -> list[dict]:
                 trainer, summary = self._fit(model, label, penalty=penalty)
                 norms = penalty.unit_norms()
                 kept_norm = unit_scores(model, groups, 'magnitude')
+                model = remove_units(model, keep, groups)
                 extra['rsst'] = {'doomed_norm': round(float(sum(n.pow(2).sum() for n in norms.values()).sqrt()), 6),
                                  'kept_norm': round(float(sum(kept_norm[g][keep[g]].pow(2).sum() for g in keep).sqrt()), 6),
-                                 'val_loss_before_removal': trainer.state['history'][-1]['val_loss']}   # last epoch: the weights removal starts from
-                model = remove_units(model, keep, groups)
+                                 'penalty_epochs': summary['total_epochs_trained'],
+                                 'val_loss_before_removal': trainer.state['history'][-1]['val_loss'],   # last epoch: the weights removal starts from
+                                 'val_loss_after_removal': self._val_loss(model)}
+                trainer, recovery = self._fit(model, f'{label} recovery')
+                summary = {**recovery, 'total_epochs_trained': summary['total_epochs_trained'] + recovery['total_epochs_trained']}
             else:
                 start = self._as_dense_model(self.rewind_weights) if self.rewind_weights is not None else None
                 model = remove_units(start, kept, self.groups) if start is not None else remove_units(model, keep, groups)
