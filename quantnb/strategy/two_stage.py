@@ -420,12 +420,9 @@ def start(self) -> TrainingManager:
     if p.stage1_run: self.stage1 = _stage1(p)   # a reused stage 1 is checked before anything is created
     symbols = p.symbol_list() or list(self.stage1.load_model_config()['symbols'])
     self.symbols, self.url = symbols, resolve_db_url(p.db_url or None)
-    if p.run_name and (Path(p.out_dir)/p.run_name/'metadata.json').exists():
-        self.manager = TrainingManager.load_run(p.run_name, p.out_dir)   # reserved by `quantnb train`
-        if self.manager.metadata['status'] != 'initialized': raise ValueError(f'run {p.run_name} already exists with status {self.manager.metadata["status"]}')
-    else:
-        self.manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols, 'strategy_gru', p.out_dir,
-                                       run_name=p.run_name or None, data_source=mask_url(self.url))
+    self.manager = (TrainingManager.open_reserved(p.run_name, p.out_dir) or   # reserved by `quantnb train`
+                    TrainingManager(symbols[0] if len(symbols) == 1 else symbols, 'strategy_gru', p.out_dir,
+                                    run_name=p.run_name or None, data_source=mask_url(self.url)))
     self.manager.fail_on_exception()
     self.manager.save_config({'params': p.to_dict(), 'symbols': symbols})
     self.manager.update_status('preparing')

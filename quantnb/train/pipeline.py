@@ -151,10 +151,8 @@ def start(self) -> TrainingManager:
         self.params = p = TrainParams.from_dict({**saved, **keep, 'resume': p.resume, 'run_name': self.manager.run_name})
         self.resuming = True
         self.manager.save_training_log(f'resuming run {self.manager.run_name}')
-    elif p.run_name and (Path(p.out_dir)/p.run_name/'metadata.json').exists():
-        self.manager = TrainingManager.load_run(p.run_name, p.out_dir)   # reserved by `quantnb train`
-        if self.manager.metadata['status'] != 'initialized':
-            raise ValueError(f'run {p.run_name} already exists with status {self.manager.metadata["status"]}; use resume={p.run_name!r} to continue it')
+    elif reserved := TrainingManager.open_reserved(p.run_name, p.out_dir, hint=f'use resume={p.run_name!r} to continue it'):
+        self.manager = reserved
     else:
         if p.symbol_list() == ['all']:
             from quantnb.data.db import StockDataLoader

@@ -94,6 +94,15 @@ class TrainingManager:
         return cls(None, '', output_dir=path.parent, _existing=path)
 
     @classmethod
+    def open_reserved(cls, run_name: str, output_dir: str | Path | None = None, hint: str = '') -> TrainingManager | None:
+        "The run `run_name` if `quantnb train` reserved it (status `initialized`), `None` if there is none; any other status raises."
+        if not run_name or not (Path(output_dir or default_out_dir())/run_name/'metadata.json').exists(): return None
+        run = cls.load_run(run_name, output_dir)
+        status = run.metadata['status']
+        if status != 'initialized': raise ValueError(f'run {run_name} already exists with status {status}' + (f'; {hint}' if hint else ''))
+        return run
+
+    @classmethod
     def list_runs(cls, output_dir: str | Path | None = None) -> list[dict]:
         "Metadata of every run under `output_dir`, oldest first."
         root = Path(output_dir or default_out_dir())
