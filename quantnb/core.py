@@ -89,10 +89,8 @@ def _finite(o):
     if isinstance(o, (float, np.floating)): return float(o) if np.isfinite(o) else None
     return o
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, np.ndarray): return o.tolist()
+def _json_default(o):   # floats and arrays were converted by `_finite`
+    if isinstance(o, np.integer): return int(o)
     if isinstance(o, Path): return str(o)
     if hasattr(o, 'isoformat'): return o.isoformat()
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
