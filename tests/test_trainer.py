@@ -143,3 +143,117 @@ def test_resume_without_a_checkpoint_is_a_clear_error(bundle, tmp_path):
     t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(progress=False), TrainingManager('600519', 'gru', tmp_path))
     with pytest.raises(FileNotFoundError, match='nothing to resume'):
         t.fit(resume=True)
+
+
+# --- checkpoints on disk: keep the last N, and a best/ that matches the trainer state ----------------
+
+def test_only_the_last_checkpoints_are_kept_and_resume_stays_exact(bundle, tmp_path):
+    train, val = fixed_loaders(bundle, 64)
+    args = TrainingArgs(epochs=5, lr=3e-3, patience=None, keep_checkpoints=2, progress=False)
+    def trainer(name): 
+        torch.manual_seed(0)
+        return Trainer(create_model('gru', 11, horizon=3), train, val, args, TrainingManager('600519', 'gru', tmp_path, run_name=name))
+    whole = trainer('whole')
+    whole.fit()
+    assert [p.name for p in whole.manager.checkpoints()] == ['checkpoint-4', 'checkpoint-5']
+    assert (whole.manager.run_dir / 'checkpoints' / 'best' / 'pytorch_model.bin').exists()
+    half = trainer('half')
+    half.args = TrainingArgs(**{**args.to_dict(), 'epochs': 3})
+    half.fit()                                            # "killed" after epoch 3 (a resume restores the scheduler)
+    resumed = Trainer(create_model('gru', 11, horizon=3), train, val, args, half.manager)
+    resumed.fit(resume=True)
+    assert [h['val_loss'] for h in resumed.state['history']] == [h['val_loss'] for h in whole.state['history']]
+    assert [p.name for p in half.manager.checkpoints()] == ['checkpoint-4', 'checkpoint-5']
+
+
+def test_a_crash_between_checkpoint_and_best_still_ends_with_the_best_weights(bundle, tmp_path, monkeypatch):
+    "Killed after checkpoint-2 is on disk but before best/ is rewritten: resume must rebuild best/ from checkpoint-2."
+    import quantnb.train.runs as runs
+    train, val = fixed_loaders(bundle, 64)
+    args = TrainingArgs(epochs=2, lr=3e-3, patience=None, progress=False)
+    manager = TrainingManager('600519', 'gru', tmp_path, run_name='crash')
+    real_save = runs._torch_save
+    def crash_on_second_best(obj, path):
+        if path.parent.name == 'best' and obj['epoch'] == 2: raise KeyboardInterrupt('killed')
+        return real_save(obj, path)
+    monkeypatch.setattr(runs, '_torch_save', crash_on_second_best)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(create_model('gru', 11, horizon=3), train, val, args, manager).fit()
+    monkeypatch.setattr(runs, '_torch_save', real_save)
+    second = manager.load_checkpoint(manager.run_dir / 'checkpoints' / 'checkpoint-2')
+    assert second['trainer_state']['best_epoch'] == 2 and manager.best_checkpoint_epoch() == 1   # the crash's footprint
+    resumed = Trainer(create_model('gru', 11, horizon=3), train, val, args, manager)
+    resumed.fit(resume=True)
+    for name, weights in resumed.model.state_dict().items():
+        torch.testing.assert_close(weights, second['model_state_dict'][name], rtol=0, atol=0)
+    assert manager.best_checkpoint_epoch() == 2
+    assert 'rebuilt it from checkpoint-2' in (manager.run_dir / 'logs' / 'training.log').read_text()
+
+
+# --- non-finite losses --------------------------------------------------------------------------------
+
+def test_a_nan_loss_stops_training_naming_epoch_and_batch(bundle, tmp_path):
+    train, val = fixed_loaders(bundle, 64)
+    manager = TrainingManager('600519', 'gru', tmp_path, run_name='nan')
+    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=3, lr=1e10, grad_clip=None, progress=False), manager)
+    from quantnb.train.trainer import NonFiniteLossError
+    with pytest.raises(NonFiniteLossError, match=r'in epoch 1, batch \d+ of 4') as e:
+        t.fit()
+    assert e.value.epoch == 1 and e.value.batch >= 2      # the first batch's loss is finite: the weights blow up after it
+    assert manager.checkpoints() == [] and manager.read_metrics().empty
+
+
+class NaNAt(torch.utils.data.Dataset):
+    "A dataset whose targets are NaN at the given indices."
+    def __init__(self, base, bad): self.base, self.bad = base, set(bad)
+    def __len__(self): return len(self.base)
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return x, (y * float('nan')) if i in self.bad else y
+
+
+def test_skip_leaves_out_the_batches_with_a_nan_loss(bundle):
+    data = NaNAt(Subset(bundle.train, range(256)), bad=[70, 200])       # in batches 2 and 4 of 64
+    train, val = DataLoader(data, batch_size=64), fixed_loaders(bundle, 64)[1]
+    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=2, on_nonfinite='skip', progress=False))
+    summary = t.fit()
+    assert [h['skipped_batches'] for h in t.state['history']] == [2, 2]
+    assert np.isfinite(summary['best_val_loss']) and all(torch.isfinite(p).all() for p in t.model.parameters())
+    stop = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=2, progress=False))
+    with pytest.raises(FloatingPointError, match='in epoch 1, batch 2 of 4'):
+        stop.fit()
+
+
+def test_a_nan_run_fails_without_metrics(tmp_path):
+    from quantnb.core import read_json
+    from quantnb.train.pipeline import run_training
+    with pytest.raises(FloatingPointError, match='epoch 1, batch'):
+        run_training(model='gru', symbols='600519', seq_len=30, epochs=2, lr=1e10, grad_clip=0, out_dir=str(tmp_path),
+                     run_name='nan', progress=False, model_kwargs='{"hidden_size": 8, "num_layers": 1}')
+    run = tmp_path / 'nan'
+    meta = read_json(run / 'metadata.json')
+    assert meta['status'] == 'failed' and 'epoch 1, batch' in meta['error'] and meta['eval_metrics'] is None
+    assert not (run / 'results' / 'eval_results.json').exists() and not (run / 'model' / 'pytorch_model.bin').exists()
+    assert 'training loss is' in (run / 'logs' / 'training.log').read_text()
+
+
+# --- progress -----------------------------------------------------------------------------------------
+
+def test_progress_in_an_executed_notebook_is_one_line_per_epoch(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+    code = ("from torch.utils.data import DataLoader, Subset\n"
+            "from quantnb.data.datasets import load_datasets\n"
+            "from quantnb.models.core import create_model\n"
+            "from quantnb.train.trainer import Trainer, TrainingArgs\n"
+            "b = load_datasets('600519', seq_len=20, horizon=3)\n"
+            "Trainer(create_model('gru', 11, horizon=3), DataLoader(Subset(b.train, range(256)), batch_size=16),\n"
+            "        DataLoader(Subset(b.val, range(64)), batch_size=64), TrainingArgs(epochs=3)).fit();")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    text = ''.join(o.get('text', '') for o in outputs)
+    assert [o.get('output_type') for o in outputs] == ['stream'] * len(outputs) and all(o['name'] == 'stdout' for o in outputs), outputs
+    assert '\r' not in text and '\x1b' not in text and 'IProgress' not in text
+    assert [line.split(':')[0] for line in text.splitlines()] == ['epoch 1/3', 'epoch 2/3', 'epoch 3/3']

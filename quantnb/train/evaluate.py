@@ -4,17 +4,47 @@
 
 # %% ../../nbs/11_train.evaluate.ipynb 4
 from __future__ import annotations
+import math
 import numpy as np, pandas as pd
 
 from ..data.datasets import DIRECTION_CLASSES, DatasetBundle, direction_labels
 
 # %% auto 0
-__all__ = ['information_coefficients', 'regression_metrics', 'classification_metrics', 'regression_baselines',
-           'classification_baselines', 'next_day_returns', 'evaluate_predictions', 'predictions_record',
-           'metrics_table', 'plot_loss_curves', 'plot_predictions', 'plot_confusion', 'direction_confusion',
-           'plot_attention']
+__all__ = ['Z95', 'MEANINGLESS', 'MIN_EVAL_SAMPLES', 'HIGHER_IS_BETTER', 'correlation_confidence', 'proportion_confidence',
+           'with_confidence', 'information_coefficients', 'regression_metrics', 'classification_metrics',
+           'regression_baselines', 'classification_baselines', 'drop_meaningless', 'small_sample_warnings',
+           'next_day_returns', 'evaluate_predictions', 'predictions_record', 'metrics_table', 'best_baselines',
+           'plot_loss_curves', 'plot_predictions', 'plot_confusion', 'direction_confusion', 'plot_attention']
 
 # %% ../../nbs/11_train.evaluate.ipynb 6
+Z95 = 1.959964   # two-sided 95% quantile of the standard normal
+
+def correlation_confidence(r: float, n: int, rank: bool = False) -> dict:
+    "t-statistic and 95% interval of a correlation `r` over `n` pairs (Fisher's z; Spearman's standard error x 1.06)."
+    if not np.isfinite(r) or n < 4: return {'t': float('nan'), 'ci95': [float('nan'), float('nan')]}
+    r = float(np.clip(r, -0.999999, 0.999999))
+    z, se = math.atanh(r), (1.06 if rank else 1.0) / math.sqrt(n - 3)
+    return {'t': r * math.sqrt((n - 2) / (1 - r * r)), 'ci95': [math.tanh(z - Z95 * se), math.tanh(z + Z95 * se)]}
+
+def proportion_confidence(p: float, n: int) -> dict:
+    "z-statistic against 0.5 and Wilson's 95% interval of a share `p` of `n` trials."
+    if not np.isfinite(p) or n < 1: return {'z': float('nan'), 'ci95': [float('nan'), float('nan')]}
+    centre, half = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n), Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return {'z': (p - 0.5) / math.sqrt(0.25 / n), 'ci95': [centre - half, centre + half]}
+
+def with_confidence(metrics: dict, n: int, share: str = 'direction_accuracy') -> dict:
+    "`metrics` plus `{ic,rank_ic}_t`, `{ic,rank_ic}_ci95` and `{share}_z`, `{share}_ci95` for `n` samples."
+    out = dict(metrics)
+    for name in ('ic', 'rank_ic'):
+        if name in out:
+            c = correlation_confidence(out[name], n, rank=name == 'rank_ic')
+            out[f'{name}_t'], out[f'{name}_ci95'] = c['t'], c['ci95']
+    if share in out:
+        c = proportion_confidence(out[share], n)
+        out[f'{share}_z'], out[f'{share}_ci95'] = c['z'], c['ci95']
+    return out
+
+# %% ../../nbs/11_train.evaluate.ipynb 8
 def _corr(a, b) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
     ok = np.isfinite(a) & np.isfinite(b)
@@ -38,6 +68,7 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray, close: np.ndarray | N
         c = np.asarray(close, float)[:, None]
         out['mape'] = float((np.abs(c * (1 + pred) - c * (1 + true)) / (c * (1 + true))).mean() * 100)
     out.update(information_coefficients(pred[:, 0], true[:, 0]))
+    out = with_confidence(out, len(pred))
     out['mae_by_day'] = [float(v) for v in np.abs(err).mean(axis=0)]
     out['direction_accuracy_by_day'] = [float(v) for v in (np.sign(pred) == np.sign(true)).mean(axis=0)]
     return out
@@ -61,9 +92,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, next_returns:
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
         out.update(information_coefficients(probs[:, 2] - probs[:, 0], next_returns))
-    return out
+    return with_confidence(out, len(labels), share='accuracy')
 
-# %% ../../nbs/11_train.evaluate.ipynb 9
+# %% ../../nbs/11_train.evaluate.ipynb 11
 def _past_returns(bundle: DatasetBundle, ends: np.ndarray, k: int) -> np.ndarray:
     "close[t] / close[t-k] - 1 within the same stock (NaN where the stock has no bar k days back)."
     back = ends - k
@@ -89,7 +120,29 @@ def classification_baselines(bundle: DatasetBundle, segment: str = 'test') -> di
     today = np.where(np.isnan(today), majority, today).astype(int)
     return {'majority': np.eye(3)[np.full(len(ends), majority)], 'persistence': np.eye(3)[today]}
 
-# %% ../../nbs/11_train.evaluate.ipynb 11
+# %% ../../nbs/11_train.evaluate.ipynb 13
+MEANINGLESS = {'zero': ('direction_accuracy', 'ic', 'rank_ic'), 'train_mean': ('ic', 'rank_ic'), 'majority': ('ic', 'rank_ic')}
+
+def drop_meaningless(name: str, metrics: dict) -> dict:
+    "A baseline's metrics without those that mean nothing for it (and their intervals and per-day values)."
+    gone = MEANINGLESS.get(name, ())
+    return {k: v for k, v in metrics.items() if not any(k == g or k.startswith(f'{g}_') for g in gone)}
+
+# %% ../../nbs/11_train.evaluate.ipynb 16
+MIN_EVAL_SAMPLES = 100
+
+def small_sample_warnings(samples: dict[str, int], minimum: int = MIN_EVAL_SAMPLES) -> list[str]:
+    "One warning per evaluation segment (val, test) with fewer than `minimum` samples."
+    out = []
+    for segment in ('val', 'test'):
+        n = samples.get(segment)
+        if n is not None and n < minimum:
+            ic, share = min(Z95 / math.sqrt(max(n - 3, 1)), 1), Z95 * 0.5 / math.sqrt(max(n, 1))
+            out.append(f'only {n} {segment} samples (fewer than {minimum}): an IC measured on them has a 95% interval of '
+                       f'about ±{ic:.2f} and a direction accuracy ±{share:.2f}, too wide to tell a model from noise; use more data')
+    return out
+
+# %% ../../nbs/11_train.evaluate.ipynb 19
 def next_day_returns(bundle: DatasetBundle, ends: np.ndarray) -> np.ndarray:
     "Realised next-day return of each sample (for the IC of a classifier)."
     nxt = np.minimum(ends + 1, len(bundle.close) - 1)
@@ -101,6 +154,9 @@ def evaluate_predictions(bundle: DatasetBundle, outputs: np.ndarray, segment: st
     ends = ds.ends.numpy()
     truth = ds.targets[ds.ends].numpy()
     if len(outputs) != len(ends): raise ValueError(f'{len(outputs)} outputs for {len(ends)} {segment} samples')
+    if not np.isfinite(np.asarray(outputs, float)).all():
+        raise FloatingPointError(f'the model output NaN or inf for {int((~np.isfinite(np.asarray(outputs, float))).any(axis=-1).sum())} '
+                                 f'of {len(ends)} {segment} samples: no metrics are written for a broken model')
     if bundle.task == 'regression':
         score = lambda p: regression_metrics(p, truth, bundle.close[ends])
         baselines = regression_baselines(bundle, segment)
@@ -109,7 +165,8 @@ def evaluate_predictions(bundle: DatasetBundle, outputs: np.ndarray, segment: st
         score = lambda p: classification_metrics(p, truth, nxt)
         baselines = classification_baselines(bundle, segment)
     return {'segment': segment, 'test_samples': len(ends), 'task': bundle.task, 'metrics': score(outputs),
-            'baselines': {name: score(p) for name, p in baselines.items()},
+            'baselines': {name: drop_meaningless(name, score(p)) for name, p in baselines.items()},
+            'warnings': small_sample_warnings({'val': len(bundle.val), segment: len(ends)}),
             'first_date': f'{pd.Timestamp(bundle.dates[ends].min()):%Y-%m-%d}' if len(ends) else None,
             'last_date': f'{pd.Timestamp(bundle.dates[ends].max()):%Y-%m-%d}' if len(ends) else None}
 
@@ -125,15 +182,39 @@ def predictions_record(bundle: DatasetBundle, outputs: np.ndarray, segment: str 
             'predictions': np.round(np.asarray(outputs, float), 7).tolist(),
             'truths': np.round(ds.targets[ds.ends].numpy().astype(float), 7).tolist()}
 
-def metrics_table(results: dict, keys: list[str] | None = None) -> pd.DataFrame:
-    "Model and baselines side by side, one column per headline metric."
-    keys = keys or (['mae', 'rmse', 'r2', 'mape', 'direction_accuracy', 'ic', 'rank_ic'] if results['task'] == 'regression'
-                    else ['accuracy', 'macro_f1', 'ic', 'rank_ic'])
-    rows = {'model': results['metrics'], **{f'baseline: {k}': v for k, v in results['baselines'].items()}}
-    return pd.DataFrame({name: {k: m.get(k) for k in keys} for name, m in rows.items()}).T
+def _half_width(m: dict, name: str) -> float | None:
+    "Half the width of the 95% interval of `m[name]`, if it has one."
+    ci = m.get(f'{name}_ci95')
+    return (ci[1] - ci[0]) / 2 if ci and all(v is not None and np.isfinite(v) for v in ci) else None
 
-# %% ../../nbs/11_train.evaluate.ipynb 13
-import matplotlib
+def metrics_table(results: dict, keys: list[str] | None = None) -> pd.DataFrame:
+    "Model and baselines side by side, one column per headline metric; `±95%` columns give the half-width of its interval."
+    keys = keys or (['mae', 'rmse', 'r2', 'mape', 'direction_accuracy', 'direction_accuracy ±95%', 'ic', 'ic ±95%', 'rank_ic', 'rank_ic ±95%']
+                    if results['task'] == 'regression' else ['accuracy', 'accuracy ±95%', 'macro_f1', 'ic', 'ic ±95%', 'rank_ic', 'rank_ic ±95%'])
+    rows = {'model': results['metrics'], **{f'baseline: {k}': v for k, v in results['baselines'].items()}}
+    cell = lambda m, k: _half_width(m, k[:-len(' ±95%')]) if k.endswith(' ±95%') else m.get(k)
+    table = pd.DataFrame({name: {k: cell(m, k) for k in keys} for name, m in rows.items()}).T
+    try: return table.astype(float)
+    except (TypeError, ValueError): return table   # keys naming non-numeric entries
+
+# %% ../../nbs/11_train.evaluate.ipynb 21
+HIGHER_IS_BETTER = {'mae': False, 'rmse': False, 'mape': False, 'r2': True, 'direction_accuracy': True, 'ic': True, 'rank_ic': True,
+                    'accuracy': True, 'macro_f1': True, 'masked_mse': False}
+
+def best_baselines(results: dict) -> dict[str, tuple[str, float, bool]]:
+    "Per headline metric the model has: (best baseline's name, its value, whether the model beats it)."
+    out = {}
+    for metric, higher in HIGHER_IS_BETTER.items():
+        model = results.get('metrics', {}).get(metric)
+        scores = [(name, m[metric]) for name, m in results.get('baselines', {}).items()
+                  if isinstance(m.get(metric), (int, float)) and np.isfinite(m[metric])]
+        if not isinstance(model, (int, float)) or not np.isfinite(model) or not scores: continue
+        name, value = (max if higher else min)(scores, key=lambda nv: nv[1])
+        out[metric] = (name, float(value), bool(model > value if higher else model < value))
+    return out
+
+# %% ../../nbs/11_train.evaluate.ipynb 23
+import matplotlib, matplotlib.dates
 import matplotlib.pyplot as plt
 
 def plot_loss_curves(history: list[dict]):
@@ -148,19 +229,33 @@ def plot_loss_curves(history: list[dict]):
     fig.tight_layout()
     return fig
 
-def plot_predictions(record: dict, symbol: str | None = None, day: int = 0):
-    "Predicted vs realised return `day+1` days ahead over the test period for one symbol, and their cumulative sums."
+def _date_axis(ax):
+    "Concise, non-overlapping date labels."
+    locator = matplotlib.dates.AutoDateLocator(minticks=3, maxticks=7)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+
+def plot_predictions(record: dict, symbol: str | None = None, day: int = 0, max_symbols: int = 6):
+    """Per stock: predicted vs realised `day+1`-day return over the test period, and the compounded next-day returns
+    of holding the stock and of trading the sign of the prediction. Every stock, up to `max_symbols` (then a note)."""
     df = pd.DataFrame({'date': pd.to_datetime(record['dates']), 'symbol': record['symbols'],
-                       'predicted': [p[day] for p in record['predictions']], 'realised': [t[day] for t in record['truths']]})
-    symbol = symbol or df.symbol.iloc[0]
-    df = df[df.symbol == symbol].set_index('date')
-    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True)
-    a.plot(df.index, df.realised, lw=0.6, c='grey', label='realised')
-    a.plot(df.index, df.predicted, lw=1.0, c='tab:blue', label='predicted')
-    a.set_ylabel(f'{day + 1}-day return'); a.legend(loc='upper left'); a.set_title(f'{symbol}: predicted vs realised (test)')
-    b.plot(df.index, df.realised.cumsum(), c='grey', label='realised (cumulative)')
-    b.plot(df.index, (np.sign(df.predicted) * df.realised).cumsum(), c='tab:blue', label='sign(predicted) x realised (cumulative)')
-    b.legend(loc='upper left'); b.set_ylabel('cumulative')
+                       'predicted': [p[day] for p in record['predictions']], 'realised': [t[day] for t in record['truths']],
+                       'next_day': [t[0] for t in record['truths']]})
+    symbols = [symbol] if symbol else sorted(set(df.symbol))
+    shown = symbols[:max_symbols]
+    fig, axes = plt.subplots(len(shown), 2, figsize=(11, 2.6 * len(shown) + 0.4), squeeze=False)
+    for (a, b), sym in zip(axes, shown):
+        d = df[df.symbol == sym].set_index('date').sort_index()
+        a.plot(d.index, d.realised, lw=0.6, c='grey', label='realised')
+        a.plot(d.index, d.predicted, lw=1.0, c='tab:blue', label='predicted')
+        a.set_ylabel(f'{day + 1}-day return'); a.set_title(f'{sym}: predicted vs realised (test)', fontsize=10)
+        b.plot(d.index, (1 + d.next_day).cumprod() - 1, c='grey', label='hold')
+        b.plot(d.index, (1 + np.sign(d.predicted) * d.next_day).cumprod() - 1, c='tab:blue', label='long/short on sign(predicted)')
+        b.set_ylabel('compounded return'); b.set_title(f'{sym}: next-day returns compounded (no costs)', fontsize=10)
+        for ax in (a, b): _date_axis(ax)
+    axes[0, 0].legend(loc='upper left', fontsize=8); axes[0, 1].legend(loc='upper left', fontsize=8)
+    if len(symbols) > len(shown):
+        fig.suptitle(f'{len(shown)} of {len(symbols)} stocks shown (the first by code); results/predictions.json has all', fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -175,12 +270,15 @@ def plot_confusion(confusion, labels=DIRECTION_CLASSES, title: str = 'Direction 
     fig.tight_layout()
     return fig
 
-def direction_confusion(record: dict, flat_threshold: float) -> np.ndarray:
-    "3x3 down/flat/up confusion of a regression run's next-day predictions."
-    pred = direction_labels([p[0] for p in record['predictions']], flat_threshold).astype(int)
-    true = direction_labels([t[0] for t in record['truths']], flat_threshold).astype(int)
+def direction_confusion(record: dict, flat_threshold: float = 0.0, days: list[int] | None = None) -> np.ndarray:
+    """3x3 down/flat/up confusion of a regression run's predictions, pooled over the horizon `days` (default: all).
+    With the defaults its diagonal share is the run's `direction_accuracy` (signs compared over every horizon day)."""
+    pred, true = np.asarray(record['predictions'], float), np.asarray(record['truths'], float)
+    days = list(range(pred.shape[1])) if days is None else days
+    p = direction_labels(pred[:, days].ravel(), flat_threshold).astype(int)
+    t = direction_labels(true[:, days].ravel(), flat_threshold).astype(int)
     confusion = np.zeros((3, 3), int)
-    np.add.at(confusion, (true, pred), 1)
+    np.add.at(confusion, (t, p), 1)
     return confusion
 
 def plot_attention(weights: np.ndarray, dates=None, title: str = 'Attention over the window (test samples)'):

@@ -64,6 +64,8 @@ class TrainParams(Params):
     mean_span: float = 3.0
     mask_token: str = 'learned'        # learned | zero
     freeze_epochs: int = 0             # fine-tuning: epochs with a frozen backbone first
+    keep_checkpoints: int = 3          # newest checkpoint-* directories kept besides best/ (0: keep all)
+    on_nonfinite: str = 'stop'         # a NaN/inf loss: 'stop' the run (failed, naming epoch and batch) or 'skip' the batch
     progress: bool = True
 
     def __post_init__(self):
@@ -111,6 +113,7 @@ def _training_kwargs(self) -> dict:
                 grad_clip=self.grad_clip or None, accumulation_steps=self.accumulation_steps, precision=self.precision,
                 patience=self.patience if self.patience > 0 else None, checkpoint_every=self.checkpoint_every,
                 loss=self.loss, seed=self.seed, device=self.device or None, progress=self.progress,
+                keep_checkpoints=self.keep_checkpoints or None, on_nonfinite=self.on_nonfinite,
                 freeze_backbone_epochs=self.freeze_epochs if self.pretrained else 0)
 
 @patch_to(TrainParams)
@@ -250,6 +253,9 @@ def evaluate(self) -> dict:
     outputs, _ = self.trainer.predict(self.loaders['test'])
     self.results = evaluate_predictions(self.bundle, outputs, 'test')
     self.record = predictions_record(self.bundle, outputs, 'test')
+    for warning in self.results['warnings']:   # too few samples to say anything: in the log and the notebook
+        self.manager.save_training_log(warning, level='WARNING')
+        print(f'WARNING: {warning}')
     self.manager.save_evaluation_results(self.results)
     self.manager.save_predictions(self.record)
     return self.results
@@ -289,8 +295,9 @@ def plot(self) -> dict:
     if self.masked: figs['reconstruction'] = self._plot_reconstruction()
     elif self.bundle.task == 'regression':
         figs['predictions'] = plot_predictions(self.record)
-        figs['direction_confusion'] = plot_confusion(direction_confusion(self.record, self.bundle.flat_threshold),
-                                                     title='Next-day direction (test, flat band applied)')
+        confusion = direction_confusion(self.record)   # pooled over the horizon, as direction_accuracy is
+        figs['direction_confusion'] = plot_confusion(confusion, title=f'Direction, all {self.bundle.horizon} horizon days (test): '
+                                                                      f'accuracy {np.trace(confusion) / confusion.sum():.3f}')
     else:
         figs['direction_confusion'] = plot_confusion(self.results['metrics']['confusion_matrix'])
     if self.params.model == 'attention_lstm':

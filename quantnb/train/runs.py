@@ -223,6 +223,38 @@ def save_model(self, model, model_config: dict, training_args: dict) -> Path:
     return path
 
 # %% ../../nbs/09_train.runs.ipynb 13
+import shutil
+
+@patch_to(TrainingManager)
+def prune_checkpoints(self, keep: int) -> list[Path]:
+    "Delete all but the `keep` newest `checkpoint-*` directories (`best/` stays); returns those removed."
+    old = self.checkpoints()[:-keep] if keep > 0 else []
+    for path in old: shutil.rmtree(path)
+    return old
+
+@patch_to(TrainingManager)
+def remove_checkpoints(self, after_epoch: int) -> list[Path]:
+    "Delete `checkpoint-*` directories of epochs after `after_epoch` (a run resumed from an earlier one replays them)."
+    later = [p for p in (self.run_dir/'checkpoints').glob('checkpoint-*') if int(p.name.split('-')[1]) > after_epoch]
+    for path in later: shutil.rmtree(path)
+    return later
+
+@patch_to(TrainingManager)
+def best_checkpoint_epoch(self) -> int | None:
+    "The epoch whose weights `checkpoints/best/` holds (read from the weights file itself), or None."
+    path = self.run_dir/'checkpoints'/'best'/'pytorch_model.bin'
+    return _torch_load(path)['epoch'] if path.exists() else None
+
+@patch_to(TrainingManager)
+def rebuild_best(self, checkpoint: str | Path) -> Path:
+    "Make `checkpoints/best/` a copy of the checkpoint directory `checkpoint` (metrics first, weights last)."
+    source, best = Path(checkpoint), self.run_dir/'checkpoints'/'best'
+    best.mkdir(exist_ok=True)
+    for name in ('metrics.json', 'pytorch_model.bin'):
+        with atomic_write(best/name, 'wb') as f: f.write((source/name).read_bytes())
+    return best
+
+# %% ../../nbs/09_train.runs.ipynb 16
 @patch_to(TrainingManager)
 def save_evaluation_results(self, results: dict) -> Path:
     "Write `results/eval_results.json` and copy the headline metrics into metadata."
@@ -283,7 +315,7 @@ def get_summary(self) -> dict:
             'epochs_trained': args.get('total_epochs_trained'), 'best_val_loss': args.get('best_val_loss'),
             'eval_metrics': meta.get('eval_metrics'), 'error': meta.get('error'), 'path': str(self.run_dir)}
 
-# %% ../../nbs/09_train.runs.ipynb 15
+# %% ../../nbs/09_train.runs.ipynb 18
 @patch_to(TrainingManager)
 @contextlib.contextmanager
 def failing_on_error(self):
@@ -305,7 +337,7 @@ def fail_on_exception(self) -> bool:
     ip.set_custom_exc((Exception,), handler)
     return True
 
-# %% ../../nbs/09_train.runs.ipynb 17
+# %% ../../nbs/09_train.runs.ipynb 20
 def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None, ascending: bool | None = None) -> pd.DataFrame:
     "One row per run: name, model, symbol, status, created, headline metrics; sorted by `sort_by` if given."
     rows = []

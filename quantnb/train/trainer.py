@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10_train.trainer.ipynb 4
 from __future__ import annotations
-import copy, dataclasses, math, random, time
+import copy, dataclasses, math, random, sys, time
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from ..core import default_device, patch_to, set_seed
 from .runs import TrainingManager
 
 # %% auto 0
-__all__ = ['LOSSES', 'PRECISIONS', 'PricePredictionLoss', 'make_loss', 'TrainingArgs', 'rng_state', 'set_rng_state', 'Trainer']
+__all__ = ['LOSSES', 'PRECISIONS', 'NONFINITE', 'PricePredictionLoss', 'make_loss', 'TrainingArgs', 'rng_state', 'set_rng_state',
+           'NonFiniteLossError', 'epoch_line', 'Trainer']
 
 # %% ../../nbs/10_train.trainer.ipynb 6
 class PricePredictionLoss(nn.Module):
@@ -47,6 +48,7 @@ def make_loss(name: str, task: str) -> nn.Module:
 
 # %% ../../nbs/10_train.trainer.ipynb 9
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+NONFINITE = ('stop', 'skip')
 
 @dataclasses.dataclass
 class TrainingArgs:
@@ -67,7 +69,9 @@ class TrainingArgs:
     seed: int = 42
     deterministic: bool = True           # deterministic kernels: exact resume and repeatable runs
     device: str | None = None            # None: CUDA, then MPS, then CPU
-    progress: bool = True                # tqdm bars
+    keep_checkpoints: int | None = 3     # newest checkpoint-* directories kept (plus best/); None: keep all
+    on_nonfinite: str = 'stop'           # a NaN/inf loss: 'stop' the run, or 'skip' the batch
+    progress: bool = True                # one line per epoch (and a batch bar in a terminal)
 
     def __post_init__(self):
         for name in ('epochs', 'batch_size', 'accumulation_steps', 'checkpoint_every'):
@@ -76,6 +80,9 @@ class TrainingArgs:
         if self.scheduler not in ('cosine', 'constant'): raise ValueError(f"scheduler={self.scheduler!r}: use 'cosine' or 'constant'")
         if self.precision not in PRECISIONS: raise ValueError(f'precision={self.precision!r}: use one of {PRECISIONS}')
         if self.loss not in LOSSES + ('auto',): raise ValueError(f'loss={self.loss!r}: use one of {LOSSES + ("auto",)}')
+        if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
+            raise ValueError(f'keep_checkpoints={self.keep_checkpoints} must be at least 1 (None keeps every checkpoint)')
+        if self.on_nonfinite not in NONFINITE: raise ValueError(f'on_nonfinite={self.on_nonfinite!r}: use one of {NONFINITE}')
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
@@ -84,7 +91,7 @@ class TrainingArgs:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
-# %% ../../nbs/10_train.trainer.ipynb 11
+# %% ../../nbs/10_train.trainer.ipynb 12
 def rng_state(loader_generator: torch.Generator | None = None) -> dict:
     "Python, NumPy, torch (and CUDA) random states, plus a DataLoader generator's, as checkpoint-safe values."
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -106,7 +113,27 @@ def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) 
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
     if loader_generator is not None and 'loader' in state: loader_generator.set_state(state['loader'])
 
-# %% ../../nbs/10_train.trainer.ipynb 14
+# %% ../../nbs/10_train.trainer.ipynb 15
+class NonFiniteLossError(FloatingPointError):
+    "The training or validation loss became NaN or infinite."
+    def __init__(self, message: str, epoch: int, batch: int | None = None):
+        super().__init__(message)
+        self.epoch, self.batch = epoch, batch
+
+def _in_terminal() -> bool:
+    "True when stderr is a terminal and no Jupyter kernel is running (a redrawn bar renders cleanly)."
+    try:
+        if get_ipython().__class__.__name__ == 'ZMQInteractiveShell': return False  # noqa: F821
+    except NameError: pass
+    return sys.stderr.isatty()
+
+def epoch_line(epoch: int, epochs: int, metrics: dict, best: bool) -> str:
+    "The one line printed (and logged) per epoch."
+    skipped = f' skipped_batches={metrics["skipped_batches"]}' if metrics.get('skipped_batches') else ''
+    return (f'epoch {epoch}/{epochs}: train_loss={metrics["train_loss"]:.6f} val_loss={metrics["val_loss"]:.6f}'
+            f'{" (best)" if best else ""} lr={metrics["lr"]:.2e} {metrics["train_seconds"]:.1f}s{skipped}')
+
+# %% ../../nbs/10_train.trainer.ipynb 17
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == 'auto':
         if device.type != 'cuda': return None
@@ -128,7 +155,7 @@ def _scheduler(optimizer, args: TrainingArgs, total_steps: int):
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=args.lr * 0.01)],
         milestones=[warmup])
 
-# %% ../../nbs/10_train.trainer.ipynb 15
+# %% ../../nbs/10_train.trainer.ipynb 18
 class Trainer:
     "Train `model` on `train_loader`, validate on `val_loader`, checkpoint through a `TrainingManager`."
     def __init__(self, model: nn.Module, train_loader, val_loader, args: TrainingArgs | None = None,
@@ -146,8 +173,8 @@ class Trainer:
         self.state = {'epoch': 0, 'best_val_loss': math.inf, 'best_epoch': None, 'bad_epochs': 0, 'history': [], 'stopped_early': False}
         self.best_weights = None
 
-    def _log(self, message: str):
-        if self.manager: self.manager.save_training_log(message)
+    def _log(self, message: str, level: str = 'INFO'):
+        if self.manager: self.manager.save_training_log(message, level=level)
 
     def _loss(self, x, y) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -157,7 +184,7 @@ class Trainer:
         if aux is not None and self.args.aux_loss_weight: loss = loss + self.args.aux_loss_weight * aux()
         return loss
 
-# %% ../../nbs/10_train.trainer.ipynb 17
+# %% ../../nbs/10_train.trainer.ipynb 20
 @patch_to(Trainer)
 def train_epoch(self) -> dict:
     "One pass over the training loader; returns mean loss and throughput."
@@ -166,22 +193,50 @@ def train_epoch(self) -> dict:
     if args.freeze_backbone_epochs and hasattr(model, 'backbone'):   # head-only warm-up of a transferred backbone
         for p in model.backbone.parameters(): p.requires_grad_(self.state['epoch'] >= args.freeze_backbone_epochs)
     total, count, start = torch.zeros((), device=self.device), 0, time.perf_counter()
-    batches = tqdm(self.train_loader, desc=f'epoch {self.state["epoch"] + 1}', leave=False, disable=not args.progress, mininterval=0.5)
+    first_bad = torch.full((), -1, device=self.device)      # batch index of the first non-finite loss
+    bad_loss = torch.zeros((), device=self.device)
+    skip, skipped, self._first_step = args.on_nonfinite == 'skip', 0, self.scheduler.last_epoch
+    batches = tqdm(self.train_loader, desc=f'epoch {self.state["epoch"] + 1}', leave=False, mininterval=0.5,
+                   disable=not (args.progress and _in_terminal()))
     opt.zero_grad(set_to_none=True)
     n_batches = len(self.train_loader)
     for i, (x, y) in enumerate(batches):
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         loss = self._loss(x, y)
-        (self.scaler.scale(loss) if self.scaler else loss).div(args.accumulation_steps).backward()
-        total += loss.detach() * len(x); count += len(x)
+        if skip and not torch.isfinite(loss): skipped += 1   # no backward: this batch adds no gradient
+        else:
+            (self.scaler.scale(loss) if self.scaler else loss).div(args.accumulation_steps).backward()
+            total += loss.detach() * len(x); count += len(x)
+            if not skip:
+                new = (first_bad < 0) & ~torch.isfinite(loss.detach())
+                first_bad, bad_loss = torch.where(new, i, first_bad), torch.where(new, loss.detach(), bad_loss)
         if (i + 1) % args.accumulation_steps == 0 or i + 1 == n_batches: self._step()
+        if not skip and ((i + 1) % 32 == 0 or i + 1 == n_batches): self._stop_if_nonfinite(first_bad, bad_loss, n_batches)
     seconds = time.perf_counter() - start
-    return {'train_loss': float(total) / max(count, 1), 'train_seconds': round(seconds, 3), 'samples_per_s': round(count / max(seconds, 1e-9), 1)}
+    if skip and skipped == n_batches:
+        raise NonFiniteLossError(f'every batch of epoch {self.state["epoch"] + 1} had a non-finite loss', self.state['epoch'] + 1)
+    metrics = {'train_loss': float(total) / max(count, 1), 'train_seconds': round(seconds, 3),
+               'samples_per_s': round(count / max(seconds, 1e-9), 1)}
+    if skip: metrics['skipped_batches'] = skipped
+    return metrics
+
+@patch_to(Trainer)
+def _stop_if_nonfinite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor, n_batches: int):
+    "Raise `NonFiniteLossError` naming the epoch and batch of the first NaN/inf loss, if there was one."
+    if (batch := int(first_bad)) < 0: return
+    epoch = self.state['epoch'] + 1
+    raise NonFiniteLossError(f'training loss is {float(bad_loss)} in epoch {epoch}, batch {batch + 1} of {n_batches} '
+                             f'(optimiser step {self._first_step + batch // self.args.accumulation_steps + 1}): stopped; '
+                             "lower lr, clip gradients, "
+                             "or set on_nonfinite='skip'", epoch, batch + 1)
 
 @patch_to(Trainer)
 def _step(self):
     if self.scaler: self.scaler.unscale_(self.optimizer)
-    if self.args.grad_clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+    if self.args.on_nonfinite == 'skip' and not self.scaler:   # finite losses can still overflow; a GradScaler skips by itself
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
+        if not torch.isfinite(norm): self.optimizer.zero_grad(set_to_none=True)   # the step below then changes nothing
+    elif self.args.grad_clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
     if self.scaler: self.scaler.step(self.optimizer); self.scaler.update()
     else: self.optimizer.step()
     self.scheduler.step()
@@ -210,7 +265,7 @@ def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
         ys.append(y)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
 
-# %% ../../nbs/10_train.trainer.ipynb 19
+# %% ../../nbs/10_train.trainer.ipynb 22
 @patch_to(Trainer)
 def checkpoint_state(self) -> dict:
     "Everything beyond model and optimiser that the next epoch depends on."
@@ -229,28 +284,61 @@ def load_state(self, checkpoint: dict) -> int:
     if self.scaler and checkpoint.get('scaler_state_dict'): self.scaler.load_state_dict(checkpoint['scaler_state_dict'])
     self.state = copy.deepcopy(checkpoint['trainer_state'])
     set_rng_state(checkpoint['rng_state'], getattr(self.train_loader, 'generator', None))
-    if self.manager and (self.manager.run_dir/'checkpoints'/'best'/'pytorch_model.bin').exists():
-        self.best_weights = self.manager.load_checkpoint(self.manager.run_dir/'checkpoints'/'best')['model_state_dict']
+    if self.manager: self.best_weights = self.restore_best()
     return checkpoint['epoch']
+
+@patch_to(Trainer)
+def restore_best(self) -> dict | None:
+    "The weights of the state's `best_epoch`, from `best/`; a `best/` a crash left behind is rebuilt from `checkpoint-{best_epoch}`."
+    epoch, m = self.state['best_epoch'], self.manager
+    if epoch is None: return None
+    found = m.best_checkpoint_epoch()
+    if found == epoch: return m.load_checkpoint(m.run_dir/'checkpoints'/'best')['model_state_dict']
+    source = m.run_dir/'checkpoints'/f'checkpoint-{epoch}'
+    if not (source/'pytorch_model.bin').exists():
+        raise FileNotFoundError(f'run {m.run_name}: the best epoch {epoch} is not on disk (best/ holds epoch {found}, '
+                                f'checkpoint-{epoch} was removed); resume from the latest checkpoint instead')
+    m.rebuild_best(source)
+    self._log(f'best/ held epoch {found} but the best epoch is {epoch}: rebuilt it from checkpoint-{epoch}', 'WARNING')
+    return m.load_checkpoint(source)['model_state_dict']
+
+# %% ../../nbs/10_train.trainer.ipynb 24
+@patch_to(Trainer)
+def _resume(self, resume: bool | str | Path) -> int:
+    if self.manager is None or self.manager.latest_checkpoint() is None: raise FileNotFoundError('nothing to resume: the run has no checkpoint')
+    epoch = self.load_state(self.manager.load_checkpoint(None if resume is True else resume))
+    self.manager.truncate_metrics(after_epoch=epoch)        # epochs after the checkpoint are replayed
+    self.manager.remove_checkpoints(after_epoch=epoch)
+    self._log(f'resumed from checkpoint-{epoch}')
+    return epoch
+
+@patch_to(Trainer)
+def _end_epoch(self, metrics: dict, improved: bool) -> None:
+    "Report the epoch that just ended, and checkpoint it when due."
+    args, state = self.args, self.state
+    line = epoch_line(state['epoch'], args.epochs, metrics, improved)
+    if args.progress: print(line, flush=True)
+    if not self.manager: return
+    self.manager.log_metrics(state['epoch'], metrics)
+    self._log(line)
+    last = state['epoch'] == args.epochs or state['stopped_early']
+    if state['epoch'] % args.checkpoint_every == 0 or last or improved:
+        self.manager.save_checkpoint(self.model, self.optimizer, state['epoch'], metrics, self.checkpoint_state(), is_best=improved)
+        if args.keep_checkpoints: self.manager.prune_checkpoints(args.keep_checkpoints)
 
 @patch_to(Trainer)
 def fit(self, resume: bool | str | Path = False) -> dict:
     "Train up to `epochs`, stopping early on a stalled validation loss; `resume`: True (latest checkpoint) or a checkpoint path."
     args = self.args
-    if resume:
-        if self.manager is None or self.manager.latest_checkpoint() is None: raise FileNotFoundError('nothing to resume: the run has no checkpoint')
-        epoch = self.load_state(self.manager.load_checkpoint(None if resume is True else resume))
-        self.manager.truncate_metrics(after_epoch=epoch)   # epochs after the checkpoint are replayed
-        self._log(f'resumed from checkpoint-{epoch}')
+    if resume: self._resume(resume)
     else: set_seed(args.seed, args.deterministic)
-    epochs = tqdm(range(self.state['epoch'], args.epochs), desc='training', disable=not args.progress,
-                  initial=self.state['epoch'], total=args.epochs)
-    for _ in epochs:
+    while self.state['epoch'] < args.epochs and not self.state['stopped_early']:
         state = self.state
-        if state['stopped_early']: break
         metrics = self.train_epoch()
         metrics['val_loss'] = self.evaluate_loss(self.val_loader)
         metrics['lr'] = self.optimizer.param_groups[0]['lr']
+        if args.on_nonfinite == 'stop' and not math.isfinite(metrics['val_loss']):
+            raise NonFiniteLossError(f'validation loss is {metrics["val_loss"]} after epoch {state["epoch"] + 1}: stopped', state['epoch'] + 1)
         state['epoch'] += 1
         improved = metrics['val_loss'] < state['best_val_loss']
         if improved:
@@ -259,13 +347,7 @@ def fit(self, resume: bool | str | Path = False) -> dict:
         else: state['bad_epochs'] += 1
         state['history'].append({'epoch': state['epoch'], **metrics})
         if args.patience is not None and state['bad_epochs'] >= args.patience: state['stopped_early'] = True
-        epochs.set_postfix(loss=f'{metrics["train_loss"]:.5f}', val_loss=f'{metrics["val_loss"]:.5f}')
-        if self.manager:
-            self.manager.log_metrics(state['epoch'], metrics)
-            self._log(f'epoch {state["epoch"]}: train_loss={metrics["train_loss"]:.6f} val_loss={metrics["val_loss"]:.6f} lr={metrics["lr"]:.2e}')
-            last = state['epoch'] == args.epochs or state['stopped_early']
-            if state['epoch'] % args.checkpoint_every == 0 or last or improved:
-                self.manager.save_checkpoint(self.model, self.optimizer, state['epoch'], metrics, self.checkpoint_state(), is_best=improved)
+        self._end_epoch(metrics, improved)
         if state['stopped_early']: self._log(f'early stop after epoch {state["epoch"]}: no better val_loss for {args.patience} epochs')
     if self.best_weights is not None: self.model.load_state_dict(self.best_weights)   # the final model is the best epoch's
     return self.summary()
