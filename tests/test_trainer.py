@@ -150,9 +150,10 @@ def test_resume_without_a_checkpoint_is_a_clear_error(bundle, tmp_path):
 def test_only_the_last_checkpoints_are_kept_and_resume_stays_exact(bundle, tmp_path):
     train, val = fixed_loaders(bundle, 64)
     args = TrainingArgs(epochs=5, lr=3e-3, patience=None, keep_checkpoints=2, progress=False)
-    def trainer(name): 
+    def trainer(name):
         torch.manual_seed(0)
-        return Trainer(create_model('gru', 11, horizon=3), train, val, args, TrainingManager('600519', 'gru', tmp_path, run_name=name))
+        manager = TrainingManager('600519', 'gru', tmp_path, run_name=name)
+        return Trainer(create_model('gru', 11, horizon=3), train, val, args, manager)
     whole = trainer('whole')
     whole.fit()
     assert [p.name for p in whole.manager.checkpoints()] == ['checkpoint-4', 'checkpoint-5']
@@ -196,11 +197,12 @@ def test_a_crash_between_checkpoint_and_best_still_ends_with_the_best_weights(bu
 def test_a_nan_loss_stops_training_naming_epoch_and_batch(bundle, tmp_path):
     train, val = fixed_loaders(bundle, 64)
     manager = TrainingManager('600519', 'gru', tmp_path, run_name='nan')
-    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=3, lr=1e10, grad_clip=None, progress=False), manager)
+    args = TrainingArgs(epochs=3, lr=1e10, grad_clip=None, progress=False)
+    t = Trainer(create_model('gru', 11, horizon=3), train, val, args, manager)
     from quantnb.train.trainer import NonFiniteLossError
     with pytest.raises(NonFiniteLossError, match=r'in epoch 1, batch \d+ of 4') as e:
         t.fit()
-    assert e.value.epoch == 1 and e.value.batch >= 2      # the first batch's loss is finite: the weights blow up after it
+    assert e.value.epoch == 1 and e.value.batch >= 2      # the first batch's loss is finite: its step blows up
     assert manager.checkpoints() == [] and manager.read_metrics().empty
 
 
@@ -216,7 +218,8 @@ class NaNAt(torch.utils.data.Dataset):
 def test_skip_leaves_out_the_batches_with_a_nan_loss(bundle):
     data = NaNAt(Subset(bundle.train, range(256)), bad=[70, 200])       # in batches 2 and 4 of 64
     train, val = DataLoader(data, batch_size=64), fixed_loaders(bundle, 64)[1]
-    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=2, on_nonfinite='skip', progress=False))
+    args = TrainingArgs(epochs=2, on_nonfinite='skip', progress=False)
+    t = Trainer(create_model('gru', 11, horizon=3), train, val, args)
     summary = t.fit()
     assert [h['skipped_batches'] for h in t.state['history']] == [2, 2]
     assert np.isfinite(summary['best_val_loss']) and all(torch.isfinite(p).all() for p in t.model.parameters())
@@ -254,6 +257,6 @@ def test_progress_in_an_executed_notebook_is_one_line_per_epoch(tmp_path):
     NotebookClient(nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}).execute()
     outputs = nb.cells[0].outputs
     text = ''.join(o.get('text', '') for o in outputs)
-    assert [o.get('output_type') for o in outputs] == ['stream'] * len(outputs) and all(o['name'] == 'stdout' for o in outputs), outputs
+    assert all(o.get('output_type') == 'stream' and o['name'] == 'stdout' for o in outputs), outputs
     assert '\r' not in text and '\x1b' not in text and 'IProgress' not in text
     assert [line.split(':')[0] for line in text.splitlines()] == ['epoch 1/3', 'epoch 2/3', 'epoch 3/3']

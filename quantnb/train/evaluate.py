@@ -29,7 +29,8 @@ def correlation_confidence(r: float, n: int, rank: bool = False) -> dict:
 def proportion_confidence(p: float, n: int) -> dict:
     "z-statistic against 0.5 and Wilson's 95% interval of a share `p` of `n` trials."
     if not np.isfinite(p) or n < 1: return {'z': float('nan'), 'ci95': [float('nan'), float('nan')]}
-    centre, half = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n), Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    shrink = 1 + Z95**2 / n
+    centre, half = (p + Z95**2 / (2 * n)) / shrink, Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / shrink
     return {'z': (p - 0.5) / math.sqrt(0.25 / n), 'ci95': [centre - half, centre + half]}
 
 def with_confidence(metrics: dict, n: int, share: str = 'direction_accuracy') -> dict:
@@ -121,7 +122,8 @@ def classification_baselines(bundle: DatasetBundle, segment: str = 'test') -> di
     return {'majority': np.eye(3)[np.full(len(ends), majority)], 'persistence': np.eye(3)[today]}
 
 # %% ../../nbs/11_train.evaluate.ipynb 13
-MEANINGLESS = {'zero': ('direction_accuracy', 'ic', 'rank_ic'), 'train_mean': ('ic', 'rank_ic'), 'majority': ('ic', 'rank_ic')}
+MEANINGLESS = {'zero': ('direction_accuracy', 'ic', 'rank_ic'),   # baseline -> metrics that mean nothing for it
+               'train_mean': ('ic', 'rank_ic'), 'majority': ('ic', 'rank_ic')}
 
 def drop_meaningless(name: str, metrics: dict) -> dict:
     "A baseline's metrics without those that mean nothing for it (and their intervals and per-day values)."
@@ -138,8 +140,9 @@ def small_sample_warnings(samples: dict[str, int], minimum: int = MIN_EVAL_SAMPL
         n = samples.get(segment)
         if n is not None and n < minimum:
             ic, share = min(Z95 / math.sqrt(max(n - 3, 1)), 1), Z95 * 0.5 / math.sqrt(max(n, 1))
-            out.append(f'only {n} {segment} samples (fewer than {minimum}): an IC measured on them has a 95% interval of '
-                       f'about ±{ic:.2f} and a direction accuracy ±{share:.2f}, too wide to tell a model from noise; use more data')
+            out.append(f'only {n} {segment} samples (fewer than {minimum}): an IC measured on them has a 95% '
+                       f'interval of about ±{ic:.2f} and a direction accuracy ±{share:.2f}, too wide to tell a model '
+                       'from noise; use more data')
     return out
 
 # %% ../../nbs/11_train.evaluate.ipynb 19
@@ -154,9 +157,9 @@ def evaluate_predictions(bundle: DatasetBundle, outputs: np.ndarray, segment: st
     ends = ds.ends.numpy()
     truth = ds.targets[ds.ends].numpy()
     if len(outputs) != len(ends): raise ValueError(f'{len(outputs)} outputs for {len(ends)} {segment} samples')
-    if not np.isfinite(np.asarray(outputs, float)).all():
-        raise FloatingPointError(f'the model output NaN or inf for {int((~np.isfinite(np.asarray(outputs, float))).any(axis=-1).sum())} '
-                                 f'of {len(ends)} {segment} samples: no metrics are written for a broken model')
+    if bad := int((~np.isfinite(np.asarray(outputs, float))).reshape(len(ends), -1).any(axis=1).sum()):
+        raise FloatingPointError(f'the model output NaN or inf for {bad} of {len(ends)} {segment} samples: '
+                                 'no metrics are written for a broken model')
     if bundle.task == 'regression':
         score = lambda p: regression_metrics(p, truth, bundle.close[ends])
         baselines = regression_baselines(bundle, segment)
@@ -188,9 +191,11 @@ def _half_width(m: dict, name: str) -> float | None:
     return (ci[1] - ci[0]) / 2 if ci and all(v is not None and np.isfinite(v) for v in ci) else None
 
 def metrics_table(results: dict, keys: list[str] | None = None) -> pd.DataFrame:
-    "Model and baselines side by side, one column per headline metric; `±95%` columns give the half-width of its interval."
-    keys = keys or (['mae', 'rmse', 'r2', 'mape', 'direction_accuracy', 'direction_accuracy ±95%', 'ic', 'ic ±95%', 'rank_ic', 'rank_ic ±95%']
-                    if results['task'] == 'regression' else ['accuracy', 'accuracy ±95%', 'macro_f1', 'ic', 'ic ±95%', 'rank_ic', 'rank_ic ±95%'])
+    "Model and baselines side by side, one column per headline metric; a `±95%` column: half its interval's width."
+    ci = lambda *names: [k for n in names for k in (n, f'{n} ±95%')]
+    regression = ['mae', 'rmse', 'r2', 'mape', *ci('direction_accuracy', 'ic', 'rank_ic')]
+    classification = [*ci('accuracy'), 'macro_f1', *ci('ic', 'rank_ic')]
+    keys = keys or (regression if results['task'] == 'regression' else classification)
     rows = {'model': results['metrics'], **{f'baseline: {k}': v for k, v in results['baselines'].items()}}
     cell = lambda m, k: _half_width(m, k[:-len(' ±95%')]) if k.endswith(' ±95%') else m.get(k)
     table = pd.DataFrame({name: {k: cell(m, k) for k in keys} for name, m in rows.items()}).T
@@ -198,8 +203,8 @@ def metrics_table(results: dict, keys: list[str] | None = None) -> pd.DataFrame:
     except (TypeError, ValueError): return table   # keys naming non-numeric entries
 
 # %% ../../nbs/11_train.evaluate.ipynb 21
-HIGHER_IS_BETTER = {'mae': False, 'rmse': False, 'mape': False, 'r2': True, 'direction_accuracy': True, 'ic': True, 'rank_ic': True,
-                    'accuracy': True, 'macro_f1': True, 'masked_mse': False}
+HIGHER_IS_BETTER = {'mae': False, 'rmse': False, 'mape': False, 'r2': True, 'direction_accuracy': True,
+                    'ic': True, 'rank_ic': True, 'accuracy': True, 'macro_f1': True, 'masked_mse': False}
 
 def best_baselines(results: dict) -> dict[str, tuple[str, float, bool]]:
     "Per headline metric the model has: (best baseline's name, its value, whether the model beats it)."
@@ -239,8 +244,8 @@ def plot_predictions(record: dict, symbol: str | None = None, day: int = 0, max_
     """Per stock: predicted vs realised `day+1`-day return over the test period, and the compounded next-day returns
     of holding the stock and of trading the sign of the prediction. Every stock, up to `max_symbols` (then a note)."""
     df = pd.DataFrame({'date': pd.to_datetime(record['dates']), 'symbol': record['symbols'],
-                       'predicted': [p[day] for p in record['predictions']], 'realised': [t[day] for t in record['truths']],
-                       'next_day': [t[0] for t in record['truths']]})
+                       'predicted': [p[day] for p in record['predictions']],
+                       'realised': [t[day] for t in record['truths']], 'next_day': [t[0] for t in record['truths']]})
     symbols = [symbol] if symbol else sorted(set(df.symbol))
     shown = symbols[:max_symbols]
     fig, axes = plt.subplots(len(shown), 2, figsize=(11, 2.6 * len(shown) + 0.4), squeeze=False)
@@ -250,12 +255,14 @@ def plot_predictions(record: dict, symbol: str | None = None, day: int = 0, max_
         a.plot(d.index, d.predicted, lw=1.0, c='tab:blue', label='predicted')
         a.set_ylabel(f'{day + 1}-day return'); a.set_title(f'{sym}: predicted vs realised (test)', fontsize=10)
         b.plot(d.index, (1 + d.next_day).cumprod() - 1, c='grey', label='hold')
-        b.plot(d.index, (1 + np.sign(d.predicted) * d.next_day).cumprod() - 1, c='tab:blue', label='long/short on sign(predicted)')
+        b.plot(d.index, (1 + np.sign(d.predicted) * d.next_day).cumprod() - 1, c='tab:blue',
+               label='long/short on sign(predicted)')
         b.set_ylabel('compounded return'); b.set_title(f'{sym}: next-day returns compounded (no costs)', fontsize=10)
         for ax in (a, b): _date_axis(ax)
     axes[0, 0].legend(loc='upper left', fontsize=8); axes[0, 1].legend(loc='upper left', fontsize=8)
     if len(symbols) > len(shown):
-        fig.suptitle(f'{len(shown)} of {len(symbols)} stocks shown (the first by code); results/predictions.json has all', fontsize=10)
+        note = f'{len(shown)} of {len(symbols)} stocks shown (the first by code); results/predictions.json has all'
+        fig.suptitle(note, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -65,7 +65,7 @@ class TrainParams(Params):
     mask_token: str = 'learned'        # learned | zero
     freeze_epochs: int = 0             # fine-tuning: epochs with a frozen backbone first
     keep_checkpoints: int = 3          # newest checkpoint-* directories kept besides best/ (0: keep all)
-    on_nonfinite: str = 'stop'         # a NaN/inf loss: 'stop' the run (failed, naming epoch and batch) or 'skip' the batch
+    on_nonfinite: str = 'stop'         # a NaN/inf loss: 'stop' the run (failed, naming the batch) or 'skip' the batch
     progress: bool = True
 
     def __post_init__(self):
@@ -296,8 +296,9 @@ def plot(self) -> dict:
     elif self.bundle.task == 'regression':
         figs['predictions'] = plot_predictions(self.record)
         confusion = direction_confusion(self.record)   # pooled over the horizon, as direction_accuracy is
-        figs['direction_confusion'] = plot_confusion(confusion, title=f'Direction, all {self.bundle.horizon} horizon days (test): '
-                                                                      f'accuracy {np.trace(confusion) / confusion.sum():.3f}')
+        accuracy = np.trace(confusion) / confusion.sum()
+        title = f'Direction, all {self.bundle.horizon} horizon days (test): accuracy {accuracy:.3f}'
+        figs['direction_confusion'] = plot_confusion(confusion, title=title)
     else:
         figs['direction_confusion'] = plot_confusion(self.results['metrics']['confusion_matrix'])
     if self.params.model == 'attention_lstm':

@@ -81,8 +81,9 @@ class TrainingArgs:
         if self.precision not in PRECISIONS: raise ValueError(f'precision={self.precision!r}: use one of {PRECISIONS}')
         if self.loss not in LOSSES + ('auto',): raise ValueError(f'loss={self.loss!r}: use one of {LOSSES + ("auto",)}')
         if self.keep_checkpoints is not None and self.keep_checkpoints < 1:
-            raise ValueError(f'keep_checkpoints={self.keep_checkpoints} must be at least 1 (None keeps every checkpoint)')
-        if self.on_nonfinite not in NONFINITE: raise ValueError(f'on_nonfinite={self.on_nonfinite!r}: use one of {NONFINITE}')
+            raise ValueError(f'keep_checkpoints={self.keep_checkpoints} must be at least 1 (None keeps all)')
+        if self.on_nonfinite not in NONFINITE:
+            raise ValueError(f'on_nonfinite={self.on_nonfinite!r}: use one of {NONFINITE}')
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
@@ -211,10 +212,12 @@ def train_epoch(self) -> dict:
                 new = (first_bad < 0) & ~torch.isfinite(loss.detach())
                 first_bad, bad_loss = torch.where(new, i, first_bad), torch.where(new, loss.detach(), bad_loss)
         if (i + 1) % args.accumulation_steps == 0 or i + 1 == n_batches: self._step()
-        if not skip and ((i + 1) % 32 == 0 or i + 1 == n_batches): self._stop_if_nonfinite(first_bad, bad_loss, n_batches)
+        if not skip and ((i + 1) % 32 == 0 or i + 1 == n_batches):
+            self._stop_if_nonfinite(first_bad, bad_loss, n_batches)
     seconds = time.perf_counter() - start
     if skip and skipped == n_batches:
-        raise NonFiniteLossError(f'every batch of epoch {self.state["epoch"] + 1} had a non-finite loss', self.state['epoch'] + 1)
+        epoch = self.state['epoch'] + 1
+        raise NonFiniteLossError(f'every batch of epoch {epoch} had a non-finite loss', epoch)
     metrics = {'train_loss': float(total) / max(count, 1), 'train_seconds': round(seconds, 3),
                'samples_per_s': round(count / max(seconds, 1e-9), 1)}
     if skip: metrics['skipped_batches'] = skipped
@@ -224,16 +227,17 @@ def train_epoch(self) -> dict:
 def _stop_if_nonfinite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor, n_batches: int):
     "Raise `NonFiniteLossError` naming the epoch and batch of the first NaN/inf loss, if there was one."
     if (batch := int(first_bad)) < 0: return
-    epoch = self.state['epoch'] + 1
+    epoch, step = self.state['epoch'] + 1, self._first_step + batch // self.args.accumulation_steps + 1
     raise NonFiniteLossError(f'training loss is {float(bad_loss)} in epoch {epoch}, batch {batch + 1} of {n_batches} '
-                             f'(optimiser step {self._first_step + batch // self.args.accumulation_steps + 1}): stopped; '
+                             f'(optimiser step {step}): stopped; '
                              "lower lr, clip gradients, "
                              "or set on_nonfinite='skip'", epoch, batch + 1)
 
 @patch_to(Trainer)
 def _step(self):
     if self.scaler: self.scaler.unscale_(self.optimizer)
-    if self.args.on_nonfinite == 'skip' and not self.scaler:   # finite losses can still overflow; a GradScaler skips by itself
+    # finite losses can still overflow into inf gradients (a GradScaler skips those steps by itself)
+    if self.args.on_nonfinite == 'skip' and not self.scaler:
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
         if not torch.isfinite(norm): self.optimizer.zero_grad(set_to_none=True)   # the step below then changes nothing
     elif self.args.grad_clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
@@ -289,7 +293,7 @@ def load_state(self, checkpoint: dict) -> int:
 
 @patch_to(Trainer)
 def restore_best(self) -> dict | None:
-    "The weights of the state's `best_epoch`, from `best/`; a `best/` a crash left behind is rebuilt from `checkpoint-{best_epoch}`."
+    "The state's `best_epoch` weights from `best/`, rebuilt from `checkpoint-{best_epoch}` if a crash left it behind."
     epoch, m = self.state['best_epoch'], self.manager
     if epoch is None: return None
     found = m.best_checkpoint_epoch()
@@ -305,7 +309,8 @@ def restore_best(self) -> dict | None:
 # %% ../../nbs/10_train.trainer.ipynb 24
 @patch_to(Trainer)
 def _resume(self, resume: bool | str | Path) -> int:
-    if self.manager is None or self.manager.latest_checkpoint() is None: raise FileNotFoundError('nothing to resume: the run has no checkpoint')
+    if self.manager is None or self.manager.latest_checkpoint() is None:
+        raise FileNotFoundError('nothing to resume: the run has no checkpoint')
     epoch = self.load_state(self.manager.load_checkpoint(None if resume is True else resume))
     self.manager.truncate_metrics(after_epoch=epoch)        # epochs after the checkpoint are replayed
     self.manager.remove_checkpoints(after_epoch=epoch)
@@ -323,7 +328,8 @@ def _end_epoch(self, metrics: dict, improved: bool) -> None:
     self._log(line)
     last = state['epoch'] == args.epochs or state['stopped_early']
     if state['epoch'] % args.checkpoint_every == 0 or last or improved:
-        self.manager.save_checkpoint(self.model, self.optimizer, state['epoch'], metrics, self.checkpoint_state(), is_best=improved)
+        self.manager.save_checkpoint(self.model, self.optimizer, state['epoch'], metrics, self.checkpoint_state(),
+                                     is_best=improved)
         if args.keep_checkpoints: self.manager.prune_checkpoints(args.keep_checkpoints)
 
 @patch_to(Trainer)
@@ -338,7 +344,8 @@ def fit(self, resume: bool | str | Path = False) -> dict:
         metrics['val_loss'] = self.evaluate_loss(self.val_loader)
         metrics['lr'] = self.optimizer.param_groups[0]['lr']
         if args.on_nonfinite == 'stop' and not math.isfinite(metrics['val_loss']):
-            raise NonFiniteLossError(f'validation loss is {metrics["val_loss"]} after epoch {state["epoch"] + 1}: stopped', state['epoch'] + 1)
+            epoch = state['epoch'] + 1
+            raise NonFiniteLossError(f'validation loss is {metrics["val_loss"]} after epoch {epoch}: stopped', epoch)
         state['epoch'] += 1
         improved = metrics['val_loss'] < state['best_val_loss']
         if improved:
