@@ -65,6 +65,7 @@ def test_classification_results_carry_an_accuracy_interval():
     logits = np.random.default_rng(0).normal(size=(len(b.test), 3))
     m = evaluate_predictions(b, logits)['metrics']
     assert m['accuracy_ci95'][0] < m['accuracy'] < m['accuracy_ci95'][1] and 'ic_t' in m
+    assert 'accuracy_z' not in m                            # three classes: no coin flip to test against
 
 
 def test_baselines_without_meaning_for_a_metric_are_left_out(bundle):

@@ -34,15 +34,16 @@ def proportion_confidence(p: float, n: int) -> dict:
     return {'z': (p - 0.5) / math.sqrt(0.25 / n), 'ci95': [centre - half, centre + half]}
 
 def with_confidence(metrics: dict, n: int, share: str = 'direction_accuracy') -> dict:
-    "`metrics` plus `{ic,rank_ic}_t`, `{ic,rank_ic}_ci95` and `{share}_z`, `{share}_ci95` for `n` samples."
+    "`metrics` plus `{ic,rank_ic}_t`, `{ic,rank_ic}_ci95`, `{share}_ci95` (and `direction_accuracy_z`) for `n` samples."
     out = dict(metrics)
     for name in ('ic', 'rank_ic'):
         if name in out:
             c = correlation_confidence(out[name], n, rank=name == 'rank_ic')
             out[f'{name}_t'], out[f'{name}_ci95'] = c['t'], c['ci95']
-    if share in out:
+    if share in out:   # z against a coin flip only for up/down; three classes have no such reference
         c = proportion_confidence(out[share], n)
-        out[f'{share}_z'], out[f'{share}_ci95'] = c['z'], c['ci95']
+        if share == 'direction_accuracy': out[f'{share}_z'] = c['z']
+        out[f'{share}_ci95'] = c['ci95']
     return out
 
 # %% ../../nbs/11_train.evaluate.ipynb 8
