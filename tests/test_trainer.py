@@ -260,3 +260,11 @@ def test_progress_in_an_executed_notebook_is_one_line_per_epoch(tmp_path):
     assert all(o.get('output_type') == 'stream' and o['name'] == 'stdout' for o in outputs), outputs
     assert '\r' not in text and '\x1b' not in text and 'IProgress' not in text
     assert [line.split(':')[0] for line in text.splitlines()] == ['epoch 1/3', 'epoch 2/3', 'epoch 3/3']
+
+
+def test_run_parameters_reach_the_trainer():
+    from quantnb.train.pipeline import TrainParams
+    assert TrainParams().training_args().keep_checkpoints == 3
+    assert TrainParams(keep_checkpoints=0).training_args().keep_checkpoints is None      # 0: keep every checkpoint
+    assert TrainParams(on_nonfinite='skip').training_args().on_nonfinite == 'skip'
+    with pytest.raises(ValueError, match='on_nonfinite'): TrainParams(on_nonfinite='ignore')
