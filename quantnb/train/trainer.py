@@ -229,9 +229,8 @@ def _stop_if_nonfinite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor, n_
     if (batch := int(first_bad)) < 0: return
     epoch, step = self.state['epoch'] + 1, self._first_step + batch // self.args.accumulation_steps + 1
     raise NonFiniteLossError(f'training loss is {float(bad_loss)} in epoch {epoch}, batch {batch + 1} of {n_batches} '
-                             f'(optimiser step {step}): stopped; '
-                             "lower lr, clip gradients, "
-                             "or set on_nonfinite='skip'", epoch, batch + 1)
+                             f"(optimiser step {step}): stopped; lower lr, clip gradients, or set on_nonfinite='skip'",
+                             epoch, batch + 1)
 
 @patch_to(Trainer)
 def _step(self):
