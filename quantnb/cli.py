@@ -72,7 +72,7 @@ def error_line(e: BaseException) -> str:
         return cause_line(f'database: {type(e.orig).__name__}: {e.orig}')
     if isinstance(e, OSError) and e.strerror and e.filename: return mask_url(f'{e.strerror}: {e.filename}')
     if type(e) is KeyError: return f'missing key {e}'
-    return cause_line(str(e)) or type(e).__name__
+    return mask_url(e).strip() or type(e).__name__   # quantnb's own messages: as they are
 
 # %% ../nbs/90_cli.ipynb 10
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
