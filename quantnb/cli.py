@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb 4
 from __future__ import annotations
-import argparse, dataclasses, os, sys
+import argparse, contextlib, dataclasses, os, re, sys, textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -16,8 +16,8 @@ from .data.db import StockDataLoader, init_db
 from .data.importer import import_paths, load_sample
 
 # %% auto 0
-__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'train', 'runs_list', 'runs_show', 'runs_compare', 'predict',
-           'verify', 'build_parser', 'main']
+__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'cause_line', 'error_line', 'train', 'runs_list', 'runs_show',
+           'runs_compare', 'predict', 'verify', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb 5
 def db_init(url: str | None = None, sample: bool = False) -> int:
@@ -55,13 +55,33 @@ def db_info(url: str | None = None) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb 7
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+_EXCEPTION = re.compile(r'[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b')
+_SQLALCHEMY_APPENDIX = ('(Background on this error at:', '[SQL:', '[parameters:')
+
+def cause_line(text: str) -> str:
+    "The line of a message or traceback that names the cause: its last exception line, without SQLAlchemy's appendix."
+    lines = [l.rstrip() for l in _ANSI.sub('', mask_url(text)).splitlines() if l.strip()]
+    lines = [l for l in lines if not l.lstrip().startswith(_SQLALCHEMY_APPENDIX)]
+    return ([l for l in lines if _EXCEPTION.match(l)] or lines or [''])[-1]
+
+def error_line(e: BaseException) -> str:
+    "One line for an exception: a notebook cell's error, the database driver's message, the file of an OS error."
+    if getattr(e, 'ename', None): return cause_line(f'{e.ename}: {e.evalue}'.split('\n')[0])   # a cell's error
+    if isinstance(e, sa.exc.SQLAlchemyError) and getattr(e, 'orig', None) is not None:
+        return cause_line(f'database: {type(e.orig).__name__}: {e.orig}')
+    if isinstance(e, OSError) and e.strerror and e.filename: return mask_url(f'{e.strerror}: {e.filename}')
+    if type(e) is KeyError: return f'missing key {e}'
+    return mask_url(e).strip() or type(e).__name__   # quantnb's own messages: as they are
+
+# %% ../nbs/90_cli.ipynb 10
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 
 def train(params: dict) -> int:
     "Validate `params`, reserve the run, execute the training notebook with papermill; 0 on success."
     import papermill as pm
     from quantnb.experiments import make_run, run_model_type
-    from quantnb.train.runs import TrainingManager, _now
+    from quantnb.train.runs import TrainingManager, _now, headline_metrics, versus_baseline
     params, env = dict(params), {}
     if params.get('db_url') and mask_url(params['db_url']) != params['db_url']:
         env['QUANTNB_DB_URL'], params['db_url'] = params['db_url'], ''
@@ -84,54 +104,88 @@ def train(params: dict) -> int:
     try:
         pm.execute_notebook(str(TRAIN_NOTEBOOK), str(output), parameters=params, kernel_name='python3', log_output=False)
     except Exception as e:   # papermill re-raises the cell's error; the notebook already marked the run failed
-        status = manager.metadata['status']
-        if status not in ('failed', 'completed'): manager.update_status('failed', error=mask_url(str(e)))
-        print(f'error: run {manager.run_name} failed; see {output}\n{mask_url(str(e)).strip().splitlines()[-1] if str(e).strip() else e}', file=sys.stderr)
+        cause = error_line(e)
+        try:
+            if manager.metadata['status'] not in ('failed', 'completed'):
+                manager.update_status('failed', error=mask_url(str(e)))
+            cause += f'; see {output}'
+        except (OSError, ValueError) as unrecorded:   # e.g. the run directory became read-only
+            cause += f'; the run could not record this ({error_line(unrecorded)})'
+        print(f'error: run {manager.run_name} failed: {cause}', file=sys.stderr)
         return 1
     finally:
         for k, v in old_env.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
-    summary = manager.get_summary()
-    metrics = {k: round(v, 4) for k, v in (summary.get('eval_metrics') or {}).items() if isinstance(v, float)}
+    summary, results = manager.get_summary(), manager.load_eval_results()
     best = summary['best_val_loss']
-    print(f'completed {manager.run_name}: {summary["epochs_trained"]} epochs' + (f', best val_loss {best:.6f}' if isinstance(best, float) else '') + f'; test {metrics}')
+    best = f', best val_loss {best:.6f}' if isinstance(best, float) else ''
+    print(f'completed {manager.run_name}: {summary["epochs_trained"]} epochs{best}')
+    for metric in headline_metrics(results.get('metrics') or {}): print(f'  test {versus_baseline(results, metric)}')
     return 0
 
-_HEADLINE = ['mae', 'rmse', 'r2', 'direction_accuracy', 'ic', 'rank_ic', 'accuracy', 'macro_f1', 'masked_mse',
-             'annualised_return', 'sharpe', 'max_drawdown', 'excess_return']
+_LIST_METRICS = ['mae', 'ic', 'rank_ic', 'accuracy', 'masked_mse', 'sharpe', 'excess_return']   # and the one sorted by
+
+def _runs_text(df: pd.DataFrame, sort: str | None = None) -> str:
+    "`runs_table` for a terminal: headline metrics, the best baseline and who wins; no column empty in every row."
+    cols = ['run_name', 'model', 'kind', 'symbols', 'status']
+    cols += [c for c in dict.fromkeys(_LIST_METRICS + [sort]) if c in df]
+    shown = df[cols].copy()
+    if 'best_baseline' in df:
+        metrics = df.baseline_metric.dropna().unique()
+        text = df.best_baseline + ' ' + df.baseline_value.map(lambda v: f'{v:.4f}')
+        if len(metrics) > 1: text = df.baseline_metric + ': ' + text
+        shown[f'best {metrics[0]} baseline' if len(metrics) == 1 else 'best baseline'] = text
+        shown['wins'] = df.winner
+    for c in shown:
+        if shown[c].dtype.kind == 'f': shown[c] = shown[c].map(lambda v: f'{v:.4f}' if pd.notna(v) else '')
+    shown = shown.fillna('')
+    return shown[[c for c in shown if (shown[c] != '').any()]].to_string(index=False)
 
 def runs_list(out_dir: str | None = None, sort: str | None = None) -> int:
-    "Print one line per run with its key test metrics."
+    "Print one line per run: headline test metrics, the best baseline on the first and who wins; flag unreadable runs."
+    from quantnb.core import default_out_dir
     from quantnb.train.runs import runs_table
     df = runs_table(out_dir, sort_by=sort)
     if df.empty:
-        print(f'no runs in {Path(out_dir or "out").resolve()}'); return 0
-    cols = ['run_name', 'model', 'kind', 'symbol', 'status'] + [c for c in _HEADLINE if c in df]
-    with pd.option_context('display.width', 200, 'display.max_columns', 30, 'display.max_rows', 500):
-        print(df[cols].round(4).to_string(index=False))
+        print(f'no runs in {Path(out_dir or default_out_dir()).resolve()}'); return 0
+    for _, r in df[df.status == 'unreadable'].iterrows():
+        print(f'warning: run {r.run_name} is unreadable: {r.error}', file=sys.stderr)
+    print(_runs_text(df, sort))
     return 0
+
+def _readable(v) -> str:
+    "A value as a person reads it: lists and dicts without brackets or quotes, floats to 6 significant digits."
+    if isinstance(v, (list, tuple)): return ', '.join(_readable(x) for x in v)
+    if isinstance(v, dict): return ', '.join(f'{k} {_readable(x)}' for k, x in v.items())
+    return f'{v:.6g}' if isinstance(v, float) else str(v)
 
 def runs_show(name: str, out_dir: str | None = None) -> int:
     "Print a run's summary, its test metrics next to the baselines, and its files."
-    from quantnb.core import read_json
     from quantnb.train.evaluate import metrics_table
-    from quantnb.train.runs import TrainingManager
+    from quantnb.train.runs import TrainingManager, describe_symbols, headline_metrics, versus_baseline
     m = TrainingManager.load_run(name, out_dir)
-    for k, v in m.get_summary().items():
-        if k != 'eval_metrics' and v is not None: print(f'{k:>16}: {v}')
-    results = m.run_dir/'results'/'eval_results.json'
-    if results.exists():
-        with pd.option_context('display.width', 200, 'display.max_columns', 30):
-            print('\n' + metrics_table(read_json(results)).round(4).to_string())
-    print('\nfiles: ' + ', '.join(sorted(str(p.relative_to(m.run_dir)) for p in m.run_dir.rglob('*') if p.is_file() and 'checkpoint-' not in str(p))))
+    summary = m.get_summary()
+    summary['stock_symbol'] = describe_symbols(summary['stock_symbol'], limit=20)
+    if summary['error']: summary['error'] = f'{cause_line(summary["error"])} (the full error is in metadata.json)'
+    for k, v in summary.items():
+        if k != 'eval_metrics' and v not in (None, ''): print(f'{k:>16}: {_readable(v)}')
+    results = m.load_eval_results()
+    if results:
+        with pd.option_context('display.width', 120, 'display.max_columns', 30):
+            print('\n' + metrics_table(results).round(4).to_string())
+        headline = headline_metrics(results.get('metrics') or {})
+        print('\n' + '\n'.join(f'test {versus_baseline(results, k)}' for k in headline))
+    files = [str(p.relative_to(m.run_dir)) for p in m.run_dir.rglob('*') if p.is_file() and 'checkpoint-' not in str(p)]
+    print('\n' + textwrap.fill('files: ' + ', '.join(sorted(files)), width=110, subsequent_indent=' ' * 7,
+                               break_on_hyphens=False))
     return 0
 
 def runs_compare(a: str, b: str, out_dir: str | None = None) -> int:
     "Print the config values that differ and every headline metric of two runs."
     from quantnb.train.runs import compare_runs
-    with pd.option_context('display.width', 200, 'display.max_colwidth', 60):
-        print(compare_runs(a, b, out_dir).to_string())
+    with pd.option_context('display.width', 120, 'display.max_colwidth', 60):
+        print(compare_runs(a, b, out_dir).map(_readable).to_string())
     return 0
 
 def predict(run: str, symbols: str | None = None, as_of: str | None = None, out_dir: str | None = None, url: str | None = None) -> int:
@@ -162,7 +216,7 @@ def _boolean(text: str) -> bool:
     if text.lower() in ('0', 'false', 'no', 'off'): return False
     raise argparse.ArgumentTypeError(f'{text!r} is not true/false')
 
-# %% ../nbs/90_cli.ipynb 8
+# %% ../nbs/90_cli.ipynb 11
 def build_parser() -> argparse.ArgumentParser:
     "The `quantnb` argument parser."
     parser = argparse.ArgumentParser(prog='quantnb', description='Deep learning on stock K-line data.')
@@ -207,12 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda a: predict(a.run, a.symbols, a.as_of, a.out_dir, a.url))
     return parser
 
+def _reader_gone() -> int:
+    "stdout's reader has gone (`quantnb runs list | head -1`): stop quietly, as Unix tools do on SIGPIPE."
+    with contextlib.suppress(OSError):   # what is left in stdout's buffer is flushed into /dev/null at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141   # 128 + SIGPIPE: what a shell reports for a tool stopped by a closed pipe
+
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `quantnb` console command."
     args = build_parser().parse_args(argv)
-    try: return args.handler(args)
-    except (LookupError, ValueError, RuntimeError, OSError) as e:
-        print(f'error: {mask_url(e)}', file=sys.stderr)
-    except sa.exc.SQLAlchemyError as e:   # unreachable server, wrong password, ...: one line, not a traceback
-        print(f'error: database: {mask_url(getattr(e, "orig", None) or e)}', file=sys.stderr)
+    try:
+        code = args.handler(args)
+        sys.stdout.flush()   # a closed pipe shows up here, not in the interpreter's exit
+        return code
+    except BrokenPipeError: return _reader_gone()
+    except (LookupError, ValueError, RuntimeError, OSError, sa.exc.SQLAlchemyError) as e:   # one line, not a traceback
+        with contextlib.suppress(OSError): print(f'error: {error_line(e)}', file=sys.stderr)
     return 1

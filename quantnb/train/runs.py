@@ -4,16 +4,18 @@
 
 # %% ../../nbs/09_train.runs.ipynb 4
 from __future__ import annotations
-import contextlib, datetime as dt, traceback
+import collections, contextlib, datetime as dt, json, math, traceback
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from ..core import atomic_write, default_out_dir, mask_url, patch_to, read_json, sha256_file, write_json
+from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_file, write_json
 
 # %% auto 0
-__all__ = ['STATUSES', 'mask_secrets', 'RunNotFoundError', 'TrainingManager', 'runs_table', 'compare_runs']
+__all__ = ['STATUSES', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'mask_secrets', 'RunNotFoundError', 'RunFileError',
+           'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager', 'lower_is_better', 'headline_metrics',
+           'best_baseline', 'winner', 'versus_baseline', 'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
 
 # %% ../../nbs/09_train.runs.ipynb 5
 STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed')
@@ -44,6 +46,37 @@ class RunNotFoundError(LookupError):
     "No run directory with that name."
 
 # %% ../../nbs/09_train.runs.ipynb 7
+class RunFileError(ValueError):
+    "A run's JSON file cannot be used: the message names the file (and the key)."
+
+class MissingKeyError(RunFileError, KeyError):
+    "A key a reader needs is missing from a run's JSON file."
+    def __str__(self): return str(self.args[0]) if self.args else ''
+
+class RunRecord(dict):
+    "A JSON object read from a run's file: a missing key raises `MissingKeyError` naming the file."
+    path: str = ''
+    def __missing__(self, key): raise MissingKeyError(f'{self.path} has no key {key!r}')
+    def __reduce_ex__(self, protocol):   # pickles as an OrderedDict: plain data for torch.load(weights_only=True)
+        return (collections.OrderedDict, (), None, None, iter(self.items()))
+
+def read_run_json(path: str | Path, kind: type | None = None) -> Any:
+    "A run's JSON file, objects as `RunRecord`s; bad JSON (or not a `kind`) raises `RunFileError` naming the file."
+    path = Path(path)
+    def record(d: dict) -> RunRecord:
+        r = RunRecord(d); r.path = str(path)
+        return r
+    try: text = path.read_text(encoding='utf-8')
+    except UnicodeDecodeError as e: raise RunFileError(f'{path} is not UTF-8 text (byte {e.start})') from None
+    if not text.strip(): raise RunFileError(f'{path} is empty')
+    try: obj = json.loads(text, object_hook=record)
+    except json.JSONDecodeError as e:
+        raise RunFileError(f'{path} is not valid JSON: {e.msg} (line {e.lineno} column {e.colno})') from None
+    if kind is not None and not isinstance(obj, kind):
+        raise RunFileError(f'{path} holds a JSON {type(obj).__name__}, not a {kind.__name__}')
+    return obj
+
+# %% ../../nbs/09_train.runs.ipynb 10
 class TrainingManager:
     "Create, fill and read one run directory under `output_dir` (default `$QUANTNB_OUT` or `out/`)."
     def __init__(self, stock_symbol: str | Sequence[str] | None, model_type: str, output_dir: str | Path | None = None,
@@ -104,17 +137,21 @@ class TrainingManager:
 
     @classmethod
     def list_runs(cls, output_dir: str | Path | None = None) -> list[dict]:
-        "Metadata of every run under `output_dir`, oldest first."
+        "Metadata of every run under `output_dir`, oldest first; one that cannot be read: status `unreadable`, and why."
         root = Path(output_dir or default_out_dir())
-        runs = [read_json(p) for p in sorted(root.glob('*/metadata.json'))] if root.exists() else []
-        return sorted(runs, key=lambda m: (m.get('created_at') or '', m.get('run_name') or ''))
+        runs = []
+        for path in sorted(root.glob('*/metadata.json')) if root.exists() else []:
+            try: runs.append(read_run_json(path, dict))
+            except (RunFileError, OSError) as e:
+                runs.append({'run_name': path.parent.name, 'status': 'unreadable', 'error': str(e)})
+        return sorted(runs, key=lambda m: (str(m.get('created_at') or ''), str(m.get('run_name') or '')))
 
     def __repr__(self): return f'TrainingManager({str(self.run_dir)!r}, status={self.metadata.get("status")!r})'
 
     @property
-    def metadata(self) -> dict: return read_json(self.run_dir/'metadata.json')
+    def metadata(self) -> dict: return read_run_json(self.run_dir/'metadata.json', dict)
 
-# %% ../../nbs/09_train.runs.ipynb 9
+# %% ../../nbs/09_train.runs.ipynb 12
 @patch_to(TrainingManager)
 def _update_metadata(self, **fields) -> dict:
     meta = self.metadata
@@ -153,7 +190,7 @@ def save_training_log(self, message: str, level: str = 'INFO') -> None:
 def log_metrics(self, epoch: int, metrics: dict, phase: str = 'train') -> None:
     "Append one record to `logs/metrics.json` (rewritten atomically)."
     path = self.run_dir/'logs'/'metrics.json'
-    records = read_json(path) if path.exists() else []
+    records = read_run_json(path, list) if path.exists() else []
     records.append({'epoch': epoch, 'phase': phase, 'timestamp': _now(), **metrics})
     write_json(path, records)
 
@@ -161,15 +198,15 @@ def log_metrics(self, epoch: int, metrics: dict, phase: str = 'train') -> None:
 def truncate_metrics(self, after_epoch: int) -> None:
     "Drop metric records of epochs after `after_epoch` (a resumed run replays them)."
     path = self.run_dir/'logs'/'metrics.json'
-    if path.exists(): write_json(path, [r for r in read_json(path) if r.get('epoch', 0) <= after_epoch])
+    if path.exists(): write_json(path, [r for r in read_run_json(path, list) if r.get('epoch', 0) <= after_epoch])
 
 @patch_to(TrainingManager)
 def read_metrics(self) -> pd.DataFrame:
     "`logs/metrics.json` as a frame (empty if nothing was logged)."
     path = self.run_dir/'logs'/'metrics.json'
-    return pd.DataFrame(read_json(path) if path.exists() else [])
+    return pd.DataFrame(read_run_json(path, list) if path.exists() else [])
 
-# %% ../../nbs/09_train.runs.ipynb 11
+# %% ../../nbs/09_train.runs.ipynb 14
 def _torch_save(obj, path: Path) -> Path:
     import torch
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
@@ -222,7 +259,7 @@ def save_model(self, model, model_config: dict, training_args: dict) -> Path:
     self.save_training_log(f'model saved to {path}')
     return path
 
-# %% ../../nbs/09_train.runs.ipynb 13
+# %% ../../nbs/09_train.runs.ipynb 16
 import shutil
 
 @patch_to(TrainingManager)
@@ -254,7 +291,7 @@ def rebuild_best(self, checkpoint: str | Path) -> Path:
         with atomic_write(best/name, 'wb') as f: f.write((source/name).read_bytes())
     return best
 
-# %% ../../nbs/09_train.runs.ipynb 16
+# %% ../../nbs/09_train.runs.ipynb 19
 @patch_to(TrainingManager)
 def save_evaluation_results(self, results: dict) -> Path:
     "Write `results/eval_results.json` and copy the headline metrics into metadata."
@@ -293,29 +330,36 @@ def get_model_path(self) -> Path:
 @patch_to(TrainingManager)
 def load_model_config(self) -> dict:
     "`model/config.json`."
-    return read_json(self.run_dir/'model'/'config.json')
+    return read_run_json(self.run_dir/'model'/'config.json', dict)
 
 @patch_to(TrainingManager)
 def load_training_args(self) -> dict:
     "`model/training_args.json`."
-    return read_json(self.run_dir/'model'/'training_args.json')
+    return read_run_json(self.run_dir/'model'/'training_args.json', dict)
 
 @patch_to(TrainingManager)
 def load_config(self) -> dict:
     "`config.json`."
-    return read_json(self.run_dir/'config.json')
+    return read_run_json(self.run_dir/'config.json', dict)
+
+@patch_to(TrainingManager)
+def load_eval_results(self) -> dict:
+    "`results/eval_results.json` (test metrics and baselines), `{}` before evaluation."
+    path = self.run_dir/'results'/'eval_results.json'
+    return read_run_json(path, dict) if path.exists() else {}
 
 @patch_to(TrainingManager)
 def get_summary(self) -> dict:
     "Status, dates, model, symbols, epochs trained, best validation loss and test metrics in one dict."
     meta = self.metadata
-    args = read_json(self.run_dir/'model'/'training_args.json') if (self.run_dir/'model'/'training_args.json').exists() else {}
-    return {'run_name': self.run_name, 'status': meta['status'], 'model_type': meta['model_type'],
-            'stock_symbol': meta['stock_symbol'], 'created_at': meta['created_at'], 'updated_at': meta['updated_at'],
+    args = self.load_training_args() if (self.run_dir/'model'/'training_args.json').exists() else {}
+    return {'run_name': self.run_name, 'status': meta['status'], 'model_type': meta.get('model_type'),
+            'task': meta.get('task'), 'stock_symbol': meta.get('stock_symbol'),
+            'created_at': meta.get('created_at'), 'updated_at': meta.get('updated_at'),
             'epochs_trained': args.get('total_epochs_trained'), 'best_val_loss': args.get('best_val_loss'),
             'eval_metrics': meta.get('eval_metrics'), 'error': meta.get('error'), 'path': str(self.run_dir)}
 
-# %% ../../nbs/09_train.runs.ipynb 18
+# %% ../../nbs/09_train.runs.ipynb 21
 @patch_to(TrainingManager)
 @contextlib.contextmanager
 def failing_on_error(self):
@@ -337,22 +381,96 @@ def fail_on_exception(self) -> bool:
     ip.set_custom_exc((Exception,), handler)
     return True
 
-# %% ../../nbs/09_train.runs.ipynb 20
+# %% ../../nbs/09_train.runs.ipynb 23
+LOWER_IS_BETTER = frozenset({'mae', 'rmse', 'mape', 'masked_mse', 'max_drawdown', 'volatility'})
+HEADLINE_METRICS = (('mae', 'direction_accuracy', 'ic'),                 # regression
+                    ('accuracy', 'macro_f1', 'ic'),                       # classification
+                    ('masked_mse',),                                      # masked pretraining
+                    ('sharpe', 'annualised_return', 'max_drawdown'))      # a strategy's backtest
+_MEANINGLESS = {('zero', 'direction_accuracy')}   # sign(0) matches no move: a zero forecast has no direction
+
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+def lower_is_better(metric: str) -> bool:
+    "Errors, losses and drawdowns are better smaller; accuracy, IC, Sharpe and returns larger."
+    return metric in LOWER_IS_BETTER or metric.endswith('loss')
+
+def headline_metrics(metrics: dict) -> list[str]:
+    "The few metrics that sum up a run of this kind (recognised by the metrics it has)."
+    group = next((g for g in HEADLINE_METRICS if g[0] in metrics), ())
+    return [m for m in group if m in metrics]
+
+def best_baseline(results: dict, metric: str) -> tuple[str, float] | None:
+    "Name and score of the baseline in `eval_results.json` that does best on `metric` (buy-and-hold for a strategy)."
+    baselines = dict(results.get('baselines') or {})
+    if 'buy_and_hold' in results: baselines['buy_and_hold'] = results['buy_and_hold']
+    scores = {name: b.get(metric) for name, b in baselines.items()
+              if isinstance(b, dict) and (name, metric) not in _MEANINGLESS}
+    scores = {name: float(v) for name, v in scores.items() if _number(v)}
+    if not scores: return None
+    name = (min if lower_is_better(metric) else max)(scores, key=scores.get)
+    return name, scores[name]
+
+def winner(value: float, baseline: float, metric: str) -> str:
+    "'model', 'baseline' or 'tie': who is better on `metric`."
+    if value == baseline: return 'tie'
+    return 'model' if (value < baseline) == lower_is_better(metric) else 'baseline'
+
+def versus_baseline(results: dict, metric: str) -> str:
+    "One metric of a run next to its best baseline: `mae 0.0312 (best baseline train_mean 0.0309: baseline wins)`."
+    value = (results.get('metrics') or {}).get(metric)
+    if not _number(value): return f'{metric} {value}'
+    best = best_baseline(results, metric)
+    if best is None: return f'{metric} {value:.4g} (no baseline)'
+    name, score = best
+    who = winner(value, score, metric)
+    verdict = 'a tie' if who == 'tie' else f'{who} wins'
+    return f'{metric} {value:.4g} (best baseline {name} {score:.4g}: {verdict})'
+
+# %% ../../nbs/09_train.runs.ipynb 26
+def describe_symbols(symbols, limit: int = 1) -> str:
+    "`600519`, `3 stocks` or, with a `limit` of codes to name, `3 stocks: 600519, 000001, 000002`."
+    if symbols is None: return ''
+    codes = [c for c in symbols.split(',') if c] if isinstance(symbols, str) else [str(c) for c in symbols]
+    if len(codes) <= 1: return codes[0] if codes else ''
+    if limit <= 1: return f'{len(codes)} stocks'
+    more = f', ... ({len(codes) - limit} more)' if len(codes) > limit else ''
+    return f'{len(codes)} stocks: ' + ', '.join(codes[:limit]) + more
+
+def run_kind(meta: dict) -> str:
+    "What sets a run apart from plain regression training: `classification`, `pretrain`, `fine-tune`, `prune:imp`, ..."
+    if meta.get('pruning'): return f"prune:{meta['pruning'].get('method')}"
+    if meta.get('pretrained_from'): return 'fine-tune'
+    return '' if meta.get('task') in (None, 'regression') else str(meta['task'])
+
+# %% ../../nbs/09_train.runs.ipynb 28
+def _baseline_columns(run_dir: Path, meta: dict) -> dict:
+    "The best baseline on the run's headline metric and who wins, as table columns (empty when there are no results)."
+    if not meta.get('eval_metrics'): return {}
+    try: results = read_run_json(run_dir/'results'/'eval_results.json', dict)
+    except (RunFileError, OSError): return {}
+    metric = next(iter(headline_metrics(results.get('metrics') or {})), None)
+    best = best_baseline(results, metric) if metric else None
+    value = (results.get('metrics') or {}).get(metric)
+    if best is None or not _number(value): return {}
+    return {'baseline_metric': metric, 'best_baseline': best[0], 'baseline_value': best[1],
+            'winner': winner(value, best[1], metric)}
+
 def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None, ascending: bool | None = None) -> pd.DataFrame:
-    "One row per run: name, model, symbol, status, created, headline metrics; sorted by `sort_by` if given."
-    rows = []
+    "One row per run: name, model, kind, symbols, status, created, test metrics, best baseline, winner; by `sort_by`."
+    root, rows = Path(output_dir or default_out_dir()), []
     for meta in TrainingManager.list_runs(output_dir):
-        symbol = meta.get('stock_symbol')
-        kind = (f"prune:{meta['pruning']['method']}" if meta.get('pruning') else 'fine-tune' if meta.get('pretrained_from')
-                else meta.get('task') or '')
-        rows.append({'run_name': meta['run_name'], 'model': meta.get('model_type'), 'kind': kind,
-                     'symbol': symbol if isinstance(symbol, str) or symbol is None else ','.join(symbol),
-                     'status': meta.get('status'), 'created_at': meta.get('created_at'), **(meta.get('eval_metrics') or {})})
+        metrics = {k: v for k, v in (meta.get('eval_metrics') or {}).items() if _number(v)}
+        rows.append({'run_name': meta.get('run_name'), 'model': meta.get('model_type'), 'kind': run_kind(meta),
+                     'symbols': describe_symbols(meta.get('stock_symbol')), 'status': meta.get('status'),
+                     'created_at': meta.get('created_at'), **metrics,
+                     **_baseline_columns(root/str(meta.get('run_name')), meta),
+                     **({'error': meta['error']} if meta.get('status') == 'unreadable' else {})})
     df = pd.DataFrame(rows)
     if sort_by and not df.empty:
         if sort_by not in df: raise ValueError(f'cannot sort by {sort_by!r}; columns: {", ".join(df.columns)}')
-        lower_is_better = any(k in sort_by for k in ('loss', 'mae', 'rmse', 'mape'))
-        df = df.sort_values(sort_by, ascending=lower_is_better if ascending is None else ascending, na_position='last')
+        ascending = lower_is_better(sort_by) if ascending is None else ascending
+        df = df.sort_values(sort_by, ascending=ascending, na_position='last')
     return df.reset_index(drop=True)
 
 def compare_runs(a: str, b: str, output_dir: str | Path | None = None) -> pd.DataFrame:
