@@ -122,8 +122,12 @@ def runs_show(name: str, out_dir: str | None = None) -> int:
         if k != 'eval_metrics' and v is not None: print(f'{k:>16}: {v}')
     results = m.run_dir/'results'/'eval_results.json'
     if results.exists():
+        evaluation = read_json(results)
+        if 'task' not in evaluation:   # a strategy run: a backtest against buy-and-hold, not forecasts against baselines
+            from quantnb.strategy.backtest import strategy_metrics_table as metrics_table
         with pd.option_context('display.width', 200, 'display.max_columns', 30):
-            print('\n' + metrics_table(read_json(results)).round(4).to_string())
+            print('\n' + metrics_table(evaluation).round(4).to_string())
+        if evaluation.get('note'): print(f'note: {evaluation["note"]}')
     print('\nfiles: ' + ', '.join(sorted(str(p.relative_to(m.run_dir)) for p in m.run_dir.rglob('*') if p.is_file() and 'checkpoint-' not in str(p))))
     return 0
 
@@ -136,9 +140,16 @@ def runs_compare(a: str, b: str, out_dir: str | None = None) -> int:
 
 def predict(run: str, symbols: str | None = None, as_of: str | None = None, out_dir: str | None = None, url: str | None = None) -> int:
     "Print a finished run's prediction from the latest bars (or those up to `as_of`)."
-    from quantnb.predict import PredictionEngine
-    engine = PredictionEngine(run, output_dir=out_dir, url=url)
-    table = engine.predict(symbols.split(',') if symbols else None, as_of=as_of)
+    import warnings
+    import quantnb.experiments   # noqa: F401 (every kind of run registers its engine)
+    from quantnb.predict import open_engine
+    with warnings.catch_warnings(record=True) as caught:   # the engine's warnings, as one line each
+        warnings.simplefilter('always')
+        engine = open_engine(run, output_dir=out_dir, url=url)
+        table = engine.predict(symbols.split(',') if symbols else None, as_of=as_of)
+    for w in caught:
+        if issubclass(w.category, UserWarning): print(f'warning: {mask_url(w.message)}', file=sys.stderr)
+    print(f'run {engine.manager.run_name}, bars from {engine.data_source}')
     with pd.option_context('display.width', 200, 'display.max_columns', 40):
         print(table.apply(lambda c: c.round(4) if c.dtype.kind == 'f' else c).to_string())
     return 0
