@@ -99,9 +99,9 @@ def test_predict_the_position_the_backtest_took(two_stage, home, out):
 
 
 def test_pruning_runs_show_predict_and_verify(home, out):
-    r = quantnb('train', '--model', 'gru', '--prune', 'magnitude', '--prune_states', '2', '--epochs', '1', '--seq_len', '30',
-                '--model_kwargs', TINY_GRU, '--run_name', 'pruned', '--out_dir', str(out), home=home, out=out)
-    assert r.returncode == 0, r.stderr[-2000:]
+    from quantnb.experiments import run_experiment
+    run_experiment(model='gru', prune='magnitude', prune_states=2, epochs=1, seq_len=30, model_kwargs=TINY_GRU,
+                   run_name='pruned', out_dir=str(out), progress=False)
     show = quantnb('runs', 'show', 'pruned', home=home, out=out)
     assert show.returncode == 0 and 'baseline: train_mean' in show.stdout, show.stderr
     pred = quantnb('predict', 'pruned', home=home, out=out)
