@@ -190,6 +190,9 @@ def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
     assert 'WARNING: backtest backtest: no trades' in (manager.run_dir / 'logs' / 'training.log').read_text()
     table = strategy_metrics_table({'metrics': res.metrics, 'buy_and_hold': res.metrics['buy_and_hold']})
     assert math.isnan(table.loc['strategy', 'sharpe']) and table.loc['buy_and_hold', 'sharpe'] > 0
+    from quantnb.strategy.backtest import plot_backtest
+    legend = [t.get_text() for t in plot_backtest(res, '600519').axes[0].get_legend().get_texts()]
+    assert legend[0].startswith('strategy (Sharpe undefined: no trades')
     one_day = performance_metrics([0.01], [1.0])
     assert one_day['note'] == 'one day: Sharpe needs at least two daily returns'
     assert 'note' not in performance_metrics([0.01, -0.02], [1, 1])

@@ -136,6 +136,10 @@ def backtest(frame: pd.DataFrame,                 # columns symbol, date, positi
 # %% ../../nbs/17_strategy.backtest.ipynb 17
 import matplotlib.pyplot as plt
 
+def _sharpe(m: dict) -> str:
+    "Sharpe for a legend: the number, or why there is none."
+    return f'{m["sharpe"]:.2f}' if math.isfinite(m['sharpe']) else ('undefined: no trades' if m.get('note', '').startswith('no trades') else 'undefined')
+
 def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str | None = None):
     "Equity curves (strategy vs buy-and-hold) and positions of one stock, or of the portfolio when `symbol` is None."
     if symbol is None and len(result.by_symbol) == 1: symbol = next(iter(result.by_symbol))
@@ -143,8 +147,8 @@ def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str 
     else: d, name = result.daily[result.daily.symbol == symbol], symbol
     m = result.metrics if symbol is None else result.by_symbol[symbol]
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
-    a.plot(d.date, d.equity, c='tab:blue', label=f'strategy (Sharpe {m["sharpe"]:.2f}, max DD {m["max_drawdown"]:.1%})')
-    a.plot(d.date, d.buy_hold_equity, c='grey', label=f'buy and hold (Sharpe {m["buy_and_hold"]["sharpe"]:.2f}, max DD {m["buy_and_hold"]["max_drawdown"]:.1%})')
+    a.plot(d.date, d.equity, c='tab:blue', label=f'strategy (Sharpe {_sharpe(m)}, max DD {m["max_drawdown"]:.1%})')
+    a.plot(d.date, d.buy_hold_equity, c='grey', label=f'buy and hold (Sharpe {_sharpe(m["buy_and_hold"])}, max DD {m["buy_and_hold"]["max_drawdown"]:.1%})')
     a.set_ylabel('equity'); a.legend(loc='upper left', fontsize=8)
     a.set_title(title or f'{name}: test period, costs {result.cost_bps:g} bps')
     b.fill_between(d.date, d.position, step='post', color='tab:blue', alpha=0.4)
