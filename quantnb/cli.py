@@ -123,7 +123,7 @@ def runs_show(name: str, out_dir: str | None = None) -> int:
     results = m.run_dir/'results'/'eval_results.json'
     if results.exists():
         evaluation = read_json(results)
-        if 'task' not in evaluation:   # a strategy run: a backtest against buy-and-hold, not forecasts against baselines
+        if 'task' not in evaluation:   # a strategy run: a backtest against buy-and-hold, not forecasts vs baselines
             from quantnb.strategy.backtest import strategy_metrics_table as metrics_table
         with pd.option_context('display.width', 200, 'display.max_columns', 30):
             print('\n' + metrics_table(evaluation).round(4).to_string())

@@ -33,20 +33,24 @@ def _unreachable(url: str) -> str | None:
     except Exception as e: return mask_url(str(getattr(e, 'orig', None) or e).strip().splitlines()[0])
 
 def run_data_source(manager: TrainingManager, url: str | None = None) -> tuple[str, list[str]]:
-    "The database URL to read for `manager`'s run, and warnings about it (`url`, then `$QUANTNB_DB_URL`, then the run's own)."
+    "The database to read for `manager`'s run, and warnings: `url`, else `$QUANTNB_DB_URL`, else the run's own."
     recorded = manager.metadata.get('data_source')
     chosen = url or os.environ.get('QUANTNB_DB_URL')
     if chosen:
         same = recorded is None or mask_url(chosen) == recorded
-        return chosen, [] if same else [f'run {manager.run_name} was trained on {recorded}; reading {mask_url(chosen)} instead']
+        if same: return chosen, []
+        return chosen, [f'run {manager.run_name} was trained on {recorded}; reading {mask_url(chosen)} instead']
     if recorded is None or recorded == mask_url(default_db_url()):
-        notes = [] if recorded else [f'run {manager.run_name} records no data source; reading {mask_url(default_db_url())}']
-        return default_db_url(), notes
+        if recorded: return default_db_url(), []
+        default = mask_url(default_db_url())
+        return default_db_url(), [f'run {manager.run_name} records no data source; reading {default}']
     if '***' in recorded:
         raise ValueError(f'run {manager.run_name} was trained on {recorded}, whose password quantnb never stores: '
                          'set QUANTNB_DB_URL (or pass --url) to that database')
     why = _unreachable(recorded)
-    if why: raise ValueError(f'run {manager.run_name} was trained on {recorded}, which cannot be read now ({why}); pass --url or set QUANTNB_DB_URL')
+    if why:
+        raise ValueError(f'run {manager.run_name} was trained on {recorded}, which cannot be read now ({why}); '
+                         'pass --url or set QUANTNB_DB_URL')
     return recorded, []
 
 # %% ../nbs/15_predict.ipynb 7
@@ -62,7 +66,8 @@ class PredictionEngine:
         self.normalizer = Normalizer.from_dict(c['normalizer'])
         self.device = torch.device(device)
         self.model = build_model(ModelConfig.from_dict(c['model'])).to(self.device).eval()
-        self.model.load_state_dict(load_weights(self.manager.get_model_path(), c.get('weights_sha256'), self.device), strict=True)
+        weights = load_weights(self.manager.get_model_path(), c.get('weights_sha256'), self.device)   # checksum first
+        self.model.load_state_dict(weights, strict=True)
         self.url, notes = run_data_source(self.manager, url)
         for note in notes: warnings.warn(note, stacklevel=2)
         self.loader = StockDataLoader(self.url)
@@ -74,10 +79,11 @@ class PredictionEngine:
 
     def symbols(self, symbols: list[str] | str | None = None) -> list[str]:
         "`symbols` (default: the run's), warning about any the model never saw in training."
-        symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else list(symbols or self.model_config['symbols']))]
-        unseen = [s for s in symbols if s not in self.model_config['symbols']]
-        if unseen: warnings.warn(f'run {self.manager.run_name} never saw {", ".join(unseen)} in training (it was trained on '
-                                 f'{", ".join(self.model_config["symbols"])}): its prediction there is an extrapolation', stacklevel=3)
+        seen = self.model_config['symbols']
+        symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else list(symbols or seen))]
+        unseen = [s for s in symbols if s not in seen]
+        if unseen: warnings.warn(f'run {self.manager.run_name} never saw {", ".join(unseen)} in training (trained on '
+                                 f'{", ".join(seen)}): its prediction there is an extrapolation', stacklevel=3)
         return symbols
 
     def windows(self, symbols: list[str] | str | None = None, as_of=None) -> tuple[torch.Tensor, pd.DataFrame]:

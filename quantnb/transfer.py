@@ -278,14 +278,15 @@ def optimizer_steps(src: CheckpointSource) -> tuple[int | None, str]:
     recorded = src.config.get('pretraining', {}).get('optimizer_steps')
     final = src.weights_path.resolve() == (src.run_dir/'model'/'pytorch_model.bin').resolve()
     if recorded is not None and final: return int(recorded), 'recorded by the pretraining run'
-    args, run = (read_json(p) if p.exists() else {} for p in (src.run_dir/'model'/'training_args.json', src.run_dir/'config.json'))
+    files = src.run_dir/'model'/'training_args.json', src.run_dir/'config.json', src.weights_path.parent/'metrics.json'
+    args, run, metrics = (read_json(p) if p.exists() else {} for p in files)
     params = run.get('params', {})   # a pruning run's training_args.json records less; its config.json has the rest
     samples = args.get('train_samples') or run.get('data', {}).get('segments', {}).get('train', {}).get('samples')
-    batch, accumulation = args.get('batch_size') or params.get('batch_size'), args.get('accumulation_steps') or params.get('accumulation_steps')
-    metrics = src.weights_path.parent/'metrics.json'
-    epochs = args.get('total_epochs_trained') if final else (read_json(metrics).get('epoch') if metrics.exists() else None)
+    batch = args.get('batch_size') or params.get('batch_size')
+    accumulation = args.get('accumulation_steps') or params.get('accumulation_steps')
+    epochs = args.get('total_epochs_trained') if final else metrics.get('epoch')
     if not (samples and batch and epochs):
-        return None, "the run's model/training_args.json and config.json do not record its training samples, batch size and epochs"
+        return None, "the run's files do not record its training samples, batch size and epochs"
     per_epoch = -(-(-(-samples // batch)) // max(int(accumulation or 1), 1))
     return int(epochs) * per_epoch, f'{epochs} epoch(s) x {per_epoch} steps of batch {batch}'
 
@@ -299,9 +300,11 @@ def _verify_stage1(src: CheckpointSource, batch=None, loss_fn=None) -> Verificat
     report = verify_pretrained(stage1, output_dir=src.run_dir.parent, batch=batch, loss_fn=loss_fn)
     weights = src.weights_path.relative_to(src.run_dir)
     checked = 'matches the SHA-256 its run recorded' if src.checksum_ok else 'loaded (no checksum recorded for it)'
-    report.reasons.insert(0, f'{src.run_dir.name} is a two-stage strategy run ({src.config.get("model_type")}): its strategy network '
-                             f'{weights} {checked}; the verdict below is about the backbone of its stage-1 price model, run {stage1}')
-    report.provenance = {**(report.provenance or {}), 'two_stage_run': src.run_dir.name, 'strategy_checksum_ok': src.checksum_ok}
+    kind = src.config.get('model_type')
+    report.reasons.insert(0, f'{src.run_dir.name} is a two-stage strategy run ({kind}): its strategy network {weights} '
+                             f'{checked}; the verdict is about the backbone of its stage-1 price model, run {stage1}')
+    report.provenance = {**(report.provenance or {}), 'two_stage_run': src.run_dir.name,
+                         'strategy_checksum_ok': src.checksum_ok}
     return report
 
 # %% ../nbs/13_transfer.ipynb 26
@@ -346,7 +349,8 @@ def verify_pretrained(source: QuantModel | str | Path, output_dir: str | Path | 
         reasons.append(f'provenance: run {provenance["run"]} ({provenance["status"]}), '
                        + (f'{steps:,} optimiser steps ({provenance["optimizer_steps_note"]})' if steps is not None
                           else f'optimiser steps unknown ({provenance["optimizer_steps_note"]})')
-                       + ', checksum ' + {True: 'matches', None: 'not recorded (a checkpoints/ file)', False: 'MISMATCH'}[provenance['checksum_ok']])
+                       + ', checksum ' + {True: 'matches', None: 'not recorded (a checkpoints/ file)',
+                                          False: 'MISMATCH'}[provenance['checksum_ok']])
     all_norms_untouched = norms['norm_layers'] > 0 and len(norms['untouched']) == norms['norm_layers']
     if moved_share < 0.1 and not gain: verdict = 'random'
     elif moved_share >= 0.3 and not all_norms_untouched and (functional is None or gain) and (provenance is None or provenance['checksum_ok'] is not False):

@@ -172,7 +172,7 @@ def test_next_day_returns_for_uses_the_next_trading_day():
 
 
 def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
-    "Zero trades: Sharpe is NaN in memory and null in strict JSON, with a note that says why, per stock and for the portfolio."
+    "Zero trades: Sharpe is NaN in memory, null in strict JSON, and a note says why, per stock and for the portfolio."
     from quantnb.strategy.backtest import save_backtest, strategy_metrics_table
     from quantnb.train.runs import TrainingManager
     flat = pd.concat([five_days('600519', positions=(0,) * 5), five_days('000001', positions=(0,) * 5)])
@@ -185,7 +185,7 @@ def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
     assert json.loads(text)['metrics']['note'] == res.metrics['note']
     manager = TrainingManager('600519', 'test', tmp_path)
     save_backtest(manager, res)
-    saved = json.loads((manager.run_dir / 'results' / 'backtest.json').read_text(), parse_constant=lambda c: pytest.fail(c))
+    saved = json.loads((manager.run_dir / 'results' / 'backtest.json').read_text(), parse_constant=pytest.fail)
     assert saved['metrics']['note'] == res.metrics['note']
     assert 'WARNING: backtest backtest: no trades' in (manager.run_dir / 'logs' / 'training.log').read_text()
     table = strategy_metrics_table({'metrics': res.metrics, 'buy_and_hold': res.metrics['buy_and_hold']})

@@ -45,8 +45,8 @@ def out(tmp_path_factory):
 def two_stage(home, out):
     "A tiny two-stage run trained the way a user does: `quantnb train --model two_stage`."
     r = quantnb('train', '--model', 'two_stage', '--epochs', '1', '--strategy_epochs', '1', '--seq_len', '30',
-                '--start_date', '2016-01-01', '--model_kwargs', TINY_TRANSFORMER, '--run_name', 'ts', '--out_dir', str(out),
-                home=home, out=out)
+                '--start_date', '2016-01-01', '--model_kwargs', TINY_TRANSFORMER, '--run_name', 'ts',
+                '--out_dir', str(out), home=home, out=out)
     assert r.returncode == 0, r.stderr[-2000:]
     return 'ts'
 
@@ -69,7 +69,8 @@ def copy_run(out, name, new):
 def test_two_stage_runs_show_predict_and_verify(two_stage, home, out):
     r = quantnb('runs', 'show', two_stage, home=home, out=out)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
-    assert 'strategy_gru' in r.stdout and re.search(r'^strategy\s+-?\d', r.stdout, re.M) and re.search(r'^buy_and_hold\s', r.stdout, re.M)
+    assert 'strategy_gru' in r.stdout
+    assert re.search(r'^strategy\s+-?\d', r.stdout, re.M) and re.search(r'^buy_and_hold\s', r.stdout, re.M)
 
     r = quantnb('predict', two_stage, home=home, out=out)
     assert r.returncode == 0, r.stderr
@@ -84,7 +85,8 @@ def test_two_stage_runs_show_predict_and_verify(two_stage, home, out):
     assert r.returncode in (0, 1) and not r.stderr.strip(), r.stderr
     assert f'{two_stage} is a two-stage strategy run' in r.stdout and 'matches the SHA-256 its run recorded' in r.stdout
     assert f'stage-1 price model, run {two_stage}_stage1' in r.stdout
-    assert re.search(r'provenance: run ts_stage1 \(completed\), [\d,]+ optimiser steps \(1 epoch\(s\) x \d+ steps', r.stdout), r.stdout
+    steps = r'provenance: run ts_stage1 \(completed\), [\d,]+ optimiser steps \(1 epoch\(s\) x \d+ steps'
+    assert re.search(steps, r.stdout), r.stdout
     assert '?' not in r.stdout
 
 
@@ -179,7 +181,7 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
 
     r = quantnb('predict', 'elsewhere', '--symbols', '600519,000001', home=home, out=out)   # a stock it never saw
     assert r.returncode == 0
-    assert r.stderr.strip() == ('warning: run elsewhere never saw 000001 in training (it was trained on 600519): '
+    assert r.stderr.strip() == ('warning: run elsewhere never saw 000001 in training (trained on 600519): '
                                 'its prediction there is an extrapolation')
 
     default = f'sqlite:///{home / "quantnb.sqlite"}'
@@ -188,12 +190,14 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
     assert r.stdout.splitlines()[0] == f'run elsewhere, bars from {default}'
 
     db.rename(tmp_path / 'moved.sqlite')
-    one_line_error(quantnb('predict', 'elsewhere', home=home, out=out), f'was trained on {url}, which cannot be read now',
-                   '--url')
+    one_line_error(quantnb('predict', 'elsewhere', home=home, out=out),
+                   f'was trained on {url}, which cannot be read now', '--url')
 
     meta = read_json(run.manager.run_dir / 'metadata.json')
-    write_json(run.manager.run_dir / 'metadata.json', {**meta, 'data_source': 'mysql+pymysql://quant:***@db.example:3306/research'})
-    one_line_error(quantnb('predict', 'elsewhere', home=home, out=out), 'whose password quantnb never stores', 'QUANTNB_DB_URL')
+    masked = 'mysql+pymysql://quant:***@db.example:3306/research'
+    write_json(run.manager.run_dir / 'metadata.json', {**meta, 'data_source': masked})
+    one_line_error(quantnb('predict', 'elsewhere', home=home, out=out),
+                   f'was trained on {masked}, whose password quantnb never stores', 'QUANTNB_DB_URL')
 
 
 @pytest.mark.mysql

@@ -343,7 +343,8 @@ def load_pruned_model(run: str | Path, state: str | int | None = None, output_di
     manager = TrainingManager.load_run(run, output_dir)
     if state is None:
         model_config = manager.load_model_config()   # the weights must be the file the run recorded
-        config, weights = model_config['model'], load_weights(manager.get_model_path(), model_config.get('weights_sha256'))
+        config = model_config['model']
+        weights = load_weights(manager.get_model_path(), model_config.get('weights_sha256'))
     else:
         d = manager.run_dir/'checkpoints'/(f'state-{state}' if isinstance(state, int) else state)
         config, weights = read_json(d/'config.json'), load_weights(d/'pytorch_model.bin')['model_state_dict']

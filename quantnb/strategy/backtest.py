@@ -138,7 +138,8 @@ import matplotlib.pyplot as plt
 
 def _sharpe(m: dict) -> str:
     "Sharpe for a legend: the number, or why there is none."
-    return f'{m["sharpe"]:.2f}' if math.isfinite(m['sharpe']) else ('undefined: no trades' if m.get('note', '').startswith('no trades') else 'undefined')
+    if math.isfinite(m['sharpe']): return f'{m["sharpe"]:.2f}'
+    return 'undefined: no trades' if m.get('note', '').startswith('no trades') else 'undefined'
 
 def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str | None = None):
     "Equity curves (strategy vs buy-and-hold) and positions of one stock, or of the portfolio when `symbol` is None."
@@ -148,7 +149,9 @@ def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str 
     m = result.metrics if symbol is None else result.by_symbol[symbol]
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
     a.plot(d.date, d.equity, c='tab:blue', label=f'strategy (Sharpe {_sharpe(m)}, max DD {m["max_drawdown"]:.1%})')
-    a.plot(d.date, d.buy_hold_equity, c='grey', label=f'buy and hold (Sharpe {_sharpe(m["buy_and_hold"])}, max DD {m["buy_and_hold"]["max_drawdown"]:.1%})')
+    bh = m['buy_and_hold']
+    a.plot(d.date, d.buy_hold_equity, c='grey',
+           label=f'buy and hold (Sharpe {_sharpe(bh)}, max DD {bh["max_drawdown"]:.1%})')
     a.set_ylabel('equity'); a.legend(loc='upper left', fontsize=8)
     a.set_title(title or f'{name}: test period, costs {result.cost_bps:g} bps')
     b.fill_between(d.date, d.position, step='post', color='tab:blue', alpha=0.4)
@@ -211,10 +214,11 @@ def save_backtest(manager: TrainingManager, result: BacktestResult, name: str = 
 
 def strategy_metrics_table(results: dict) -> pd.DataFrame:
     "The strategy's headline numbers next to buy-and-hold, from a strategy run's `results/eval_results.json`."
-    keys = ['total_return', 'annualised_return', 'volatility', 'sharpe', 'max_drawdown', 'turnover', 'hit_rate', 'exposure']
+    keys = ['total_return', 'annualised_return', 'volatility', 'sharpe', 'max_drawdown', 'turnover', 'hit_rate',
+            'exposure', 'excess_return']
     rows = {'strategy': results.get('metrics', {}), 'buy_and_hold': results.get('buy_and_hold', {})}
     table = pd.DataFrame({name: {k: m.get(k) for k in keys} for name, m in rows.items()}).T.astype(float)
-    return table.assign(excess_return=[results.get('metrics', {}).get('excess_return'), np.nan]).rename_axis('backtest (test split)')
+    return table.rename_axis('backtest (test split)')
 
 # %% ../../nbs/17_strategy.backtest.ipynb 24
 def next_day_returns_for(symbols, dates, url: str | None = None, adjust: str = 'qfq') -> np.ndarray:

@@ -473,7 +473,7 @@ def evaluate(self) -> BacktestResult:
     self.manager.save_evaluation_results({'segment': 'test', 'test_days': int(self.data.test_day.sum()),
                                           'metrics': {k: v for k, v in self.backtest.metrics.items() if isinstance(v, (int, float))},
                                           'buy_and_hold': self.backtest.metrics['buy_and_hold'],
-                                          **({'note': self.backtest.metrics['note']} if 'note' in self.backtest.metrics else {})})
+                                          **{k: v for k, v in self.backtest.metrics.items() if k == 'note'}})
     return self.backtest
 
 @patch_to(TwoStageRun)
@@ -529,7 +529,8 @@ def load_strategy_network(run: str | Path | TrainingManager, output_dir: str | P
 # %% ../../nbs/18_strategy.two_stage.ipynb 21
 class StrategyEngine:
     "A finished two-stage run: the strategy's position from the latest bars, beside its stage-1 price forecast."
-    def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None, device: str = 'cpu'):
+    def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None,
+                 device: str = 'cpu'):
         self.manager = TrainingManager.load_run(run, output_dir)
         self.network, self.model_config = load_strategy_network(self.manager)
         c = self.model_config
@@ -559,23 +560,25 @@ def feature_windows(self, symbols: list[str], as_of=None) -> np.ndarray:
                                        kind=self.model_config['feature_kind'])
     xs = []
     for sym in symbols:
-        f = features.xs(sym, level='symbol').iloc[-W:] if sym in features.index.get_level_values(0) else features.iloc[:0]
+        known = sym in features.index.get_level_values(0)
+        f = features.xs(sym, level='symbol').iloc[-W:] if known else features.iloc[:0]
         if len(f) < W or not (f.index == last_days[sym]).all():
-            raise ValueError(f'{sym} has too little history up to {last_days[sym][-1]:%Y-%m-%d} for {W} days of stage-1 features')
+            last = f'{last_days[sym][-1]:%Y-%m-%d}'
+            raise ValueError(f'{sym} has too little history up to {last} for {W} days of stage-1 features')
         xs.append((f.to_numpy(np.float32) - self.mean) / self.std)
     return np.stack(xs)
 
 @patch_to(StrategyEngine)
 @torch.no_grad()
 def predict(self, symbols: list[str] | str | None = None, as_of=None) -> pd.DataFrame:
-    "Per symbol: the last bar, the position (0..1) for the next day, its probability, the expected position, and stage 1's forecast."
+    "Per symbol: last bar, next day's position (0..1), its probability, expected position, stage 1's forecast."
     symbols = self.symbols(symbols)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # stage 1 would repeat the warning about stocks never seen
         forecast = self.stage1.predict(symbols, as_of)
     x = torch.from_numpy(self.feature_windows(list(forecast.index), as_of))                 # [n, window_days, d]
     with cpu_threads(1): out = self.network.eval()(x)
-    probs = out['probabilities'][:, -1].double()                                             # [n, n_positions], the last day's
+    probs = out['probabilities'][:, -1].double()                        # [n, n_positions], the last day's
     levels = torch.arange(probs.shape[1], dtype=torch.float64) / (probs.shape[1] - 1)
     info = forecast[['date', 'close']].copy()
     info['position'] = out['positions'][:, -1].double().numpy()
