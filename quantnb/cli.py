@@ -172,10 +172,14 @@ def runs_show(name: str, out_dir: str | None = None) -> int:
         if k != 'eval_metrics' and v not in (None, ''): print(f'{k:>16}: {_readable(v)}')
     results = m.load_eval_results()
     if results:
+        table = metrics_table
+        if 'task' not in results:   # a strategy run: a backtest against buy-and-hold, not forecasts vs baselines
+            from quantnb.strategy.backtest import strategy_metrics_table as table
         with pd.option_context('display.width', 120, 'display.max_columns', 30):
-            print('\n' + metrics_table(results).round(4).to_string())
+            print('\n' + table(results).round(4).to_string())
+        if results.get('note'): print(f'note: {results["note"]}')
         headline = headline_metrics(results.get('metrics') or {})
-        print('\n' + '\n'.join(f'test {versus_baseline(results, k)}' for k in headline))
+        if headline: print('\n' + '\n'.join(f'test {versus_baseline(results, k)}' for k in headline))
     files = [str(p.relative_to(m.run_dir)) for p in m.run_dir.rglob('*') if p.is_file() and 'checkpoint-' not in str(p)]
     print('\n' + textwrap.fill('files: ' + ', '.join(sorted(files)), width=110, subsequent_indent=' ' * 7,
                                break_on_hyphens=False))
@@ -190,9 +194,16 @@ def runs_compare(a: str, b: str, out_dir: str | None = None) -> int:
 
 def predict(run: str, symbols: str | None = None, as_of: str | None = None, out_dir: str | None = None, url: str | None = None) -> int:
     "Print a finished run's prediction from the latest bars (or those up to `as_of`)."
-    from quantnb.predict import PredictionEngine
-    engine = PredictionEngine(run, output_dir=out_dir, url=url)
-    table = engine.predict(symbols.split(',') if symbols else None, as_of=as_of)
+    import warnings
+    import quantnb.experiments   # noqa: F401 (every kind of run registers its engine)
+    from quantnb.predict import open_engine
+    with warnings.catch_warnings(record=True) as caught:   # the engine's warnings, as one line each
+        warnings.simplefilter('always')
+        engine = open_engine(run, output_dir=out_dir, url=url)
+        table = engine.predict(symbols.split(',') if symbols else None, as_of=as_of)
+    for w in caught:
+        if issubclass(w.category, UserWarning): print(f'warning: {mask_url(w.message)}', file=sys.stderr)
+    print(f'run {engine.manager.run_name}, bars from {engine.data_source}')
     with pd.option_context('display.width', 200, 'display.max_columns', 40):
         print(table.apply(lambda c: c.round(4) if c.dtype.kind == 'f' else c).to_string())
     return 0

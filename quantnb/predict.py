@@ -4,40 +4,91 @@
 
 # %% ../nbs/15_predict.ipynb 4
 from __future__ import annotations
+import os, warnings
 from pathlib import Path
 
 import numpy as np, pandas as pd
+import sqlalchemy as sa
 import torch
 
+from .core import default_db_url, mask_url
 from .data.datasets import DIRECTION_CLASSES, Normalizer
-from .data.db import StockDataLoader, as_date
+from .data.db import StockDataLoader, as_date, normalize_symbol
 from .data.features import compute_features
 from .models.core import ModelConfig, build_model
 from .train.runs import TrainingManager
+from .transfer import load_weights
 
 # %% auto 0
-__all__ = ['PredictionEngine']
+__all__ = ['ENGINES', 'run_data_source', 'PredictionEngine', 'open_engine']
 
-# %% ../nbs/15_predict.ipynb 5
+# %% ../nbs/15_predict.ipynb 6
+def _unreachable(url: str) -> str | None:
+    "Why `url` cannot be read now, or None if it can."
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == 'sqlite':
+        return None if parsed.database and Path(parsed.database).is_file() else f'no file {parsed.database}'
+    try:
+        with sa.create_engine(url).connect(): return None
+    except Exception as e: return mask_url(str(getattr(e, 'orig', None) or e).strip().splitlines()[0])
+
+def run_data_source(manager: TrainingManager, url: str | None = None) -> tuple[str, list[str]]:
+    "The database to read for `manager`'s run, and warnings: `url`, else `$QUANTNB_DB_URL`, else the run's own."
+    recorded = manager.metadata.get('data_source')
+    chosen = url or os.environ.get('QUANTNB_DB_URL')
+    if chosen:
+        same = recorded is None or mask_url(chosen) == recorded
+        if same: return chosen, []
+        return chosen, [f'run {manager.run_name} was trained on {recorded}; reading {mask_url(chosen)} instead']
+    if recorded is None or recorded == mask_url(default_db_url()):
+        if recorded: return default_db_url(), []
+        default = mask_url(default_db_url())
+        return default_db_url(), [f'run {manager.run_name} records no data source; reading {default}']
+    if '***' in recorded:
+        raise ValueError(f'run {manager.run_name} was trained on {recorded}, whose password quantnb never stores: '
+                         'set QUANTNB_DB_URL (or pass --url) to that database')
+    why = _unreachable(recorded)
+    if why:
+        raise ValueError(f'run {manager.run_name} was trained on {recorded}, which cannot be read now ({why}); '
+                         'pass --url or set QUANTNB_DB_URL')
+    return recorded, []
+
+# %% ../nbs/15_predict.ipynb 7
 class PredictionEngine:
     "Rebuild a run's model from `out/` and predict from the latest bars in the database."
     def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None, device: str = 'cpu'):
         self.manager = TrainingManager.load_run(run, output_dir)
-        self.model_config = self.manager.load_model_config()
-        c = self.model_config
+        self.model_config = c = self.manager.load_model_config()
+        if 'feature_names' not in c or 'model' not in c:
+            raise ValueError(f'run {self.manager.run_name} is a {c.get("model_type")} run, not a price model; '
+                             'open it with quantnb.predict.open_engine')
         self.feature_names, self.seq_len, self.horizon, self.task = c['feature_names'], c['seq_len'], c['horizon'], c['task']
         self.normalizer = Normalizer.from_dict(c['normalizer'])
         self.device = torch.device(device)
         self.model = build_model(ModelConfig.from_dict(c['model'])).to(self.device).eval()
-        state = torch.load(self.manager.get_model_path(), map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state, strict=True)
-        self.loader = StockDataLoader(url)
+        weights = load_weights(self.manager.get_model_path(), c.get('weights_sha256'), self.device)   # checksum first
+        self.model.load_state_dict(weights, strict=True)
+        self.url, notes = run_data_source(self.manager, url)
+        for note in notes: warnings.warn(note, stacklevel=2)
+        self.loader = StockDataLoader(self.url)
 
     def __repr__(self): return f'PredictionEngine({self.manager.run_name}: {self.model_config["model_type"]}, {len(self.feature_names)} features, seq_len {self.seq_len})'
 
+    @property
+    def data_source(self) -> str: return mask_url(self.url)
+
+    def symbols(self, symbols: list[str] | str | None = None) -> list[str]:
+        "`symbols` (default: the run's), warning about any the model never saw in training."
+        seen = self.model_config['symbols']
+        symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else list(symbols or seen))]
+        unseen = [s for s in symbols if s not in seen]
+        if unseen: warnings.warn(f'run {self.manager.run_name} never saw {", ".join(unseen)} in training (trained on '
+                                 f'{", ".join(seen)}): its prediction there is an extrapolation', stacklevel=3)
+        return symbols
+
     def windows(self, symbols: list[str] | str | None = None, as_of=None) -> tuple[torch.Tensor, pd.DataFrame]:
         "The latest `[seq_len, n_features]` window of each symbol (up to `as_of`) and its date and close."
-        symbols = [symbols] if isinstance(symbols, str) else list(symbols or self.model_config['symbols'])
+        symbols = self.symbols(symbols)
         bars = self.loader.load_many(symbols, end_date=as_of, adjust=self.model_config.get('adjust', 'qfq'))
         features = compute_features(bars, self.feature_names, dropna=False)
         xs, rows = [], []
@@ -64,3 +115,11 @@ class PredictionEngine:
             for i, name in enumerate(DIRECTION_CLASSES): info[f'p_{name}'] = probs[:, i]
             info['predicted'] = [DIRECTION_CLASSES[i] for i in probs.argmax(1)]
         return info.set_index('symbol')
+
+# %% ../nbs/15_predict.ipynb 9
+ENGINES: dict[str, type] = {}   # model_type -> engine class, for runs whose model is not a price model
+
+def open_engine(run: str | Path, output_dir: str | Path | None = None, url: str | None = None, device: str = 'cpu'):
+    "The engine that serves `run`'s model: the one registered for its model type, else `PredictionEngine`."
+    model_type = TrainingManager.load_run(run, output_dir).load_model_config().get('model_type')
+    return ENGINES.get(model_type, PredictionEngine)(run, output_dir=output_dir, url=url, device=device)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_transfer.ipynb 4
 from __future__ import annotations
-import dataclasses, json
+import dataclasses, json, pickle, re
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,39 @@ from .core import default_out_dir, read_json, sha256_file
 from .models.core import ModelConfig, QuantModel, build_model
 
 # %% auto 0
-__all__ = ['NotAQuantnbCheckpoint', 'CheckpointSource', 'resolve_checkpoint', 'TransferReport', 'TransferError',
-           'load_pretrained', 'weight_statistics', 'untouched_norms', 'VerificationReport', 'PretrainedCheckError',
-           'functional_check', 'verify_pretrained']
+__all__ = ['NotAQuantnbCheckpoint', 'CheckpointError', 'load_weights', 'CheckpointSource', 'resolve_checkpoint', 'TransferReport',
+           'TransferError', 'load_pretrained', 'weight_statistics', 'untouched_norms', 'VerificationReport',
+           'PretrainedCheckError', 'functional_check', 'optimizer_steps', 'verify_pretrained']
 
 # %% ../nbs/13_transfer.ipynb 6
 class NotAQuantnbCheckpoint(ValueError):
     "The weights do not come from a quantnb run whose configuration can be checked."
 
+class CheckpointError(NotAQuantnbCheckpoint):
+    "A weights file that is missing, truncated, unsafe to unpickle or not the file its run recorded."
+
+def _load_failure(e: Exception) -> str:
+    "Why `torch.load(weights_only=True)` failed, in words that never suggest loading it unsafely."
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) or 'Weights only load failed' in text:
+        found = re.search(r'GLOBAL ([\w.]+)', text)
+        what = f'it pickles {found[1]}, which is not a tensor' if found else 'it holds more than tensors'
+        return f'refused: {what}; quantnb loads weights only and never builds arbitrary objects from a file'
+    return f'truncated or corrupt: torch cannot read it ({type(e).__name__})'
+
+def load_weights(path: str | Path,             # a pytorch_model.bin
+                 sha256: str | None = None,    # the checksum its run recorded (None: nothing recorded)
+                 map_location='cpu') -> Any:
+    "`torch.load(path, weights_only=True)` after checking `sha256`; any failure is a `CheckpointError` naming the file."
+    path = Path(path)
+    if not path.is_file(): raise CheckpointError(f'{path}: no such weights file')
+    if sha256 and sha256_file(path) != sha256:
+        raise CheckpointError(f'{path}: SHA-256 differs from the one its run recorded in model/config.json '
+                              '(the file was replaced or damaged after training); refusing to load it')
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e: raise CheckpointError(f'{path}: {_load_failure(e)}') from None
+
+# %% ../nbs/13_transfer.ipynb 10
 @dataclasses.dataclass
 class CheckpointSource:
     "A checkpoint and what its run says about it."
@@ -53,16 +78,13 @@ def resolve_checkpoint(source: str | Path, output_dir: str | Path | None = None)
     config = read_json(run_dir/'model'/'config.json')
     weights = path if path.is_file() else (path/'pytorch_model.bin' if (path/'pytorch_model.bin').exists() else run_dir/'model'/'pytorch_model.bin')
     if not weights.exists(): raise NotAQuantnbCheckpoint(f'{source}: run {run_dir.name} has no weights at {weights}')
-    loaded = torch.load(weights, map_location='cpu', weights_only=True)
-    state = loaded['model_state_dict'] if 'model_state_dict' in loaded else loaded
     final = weights.resolve() == (run_dir/'model'/'pytorch_model.bin').resolve()
-    recorded = config.get('weights_sha256')
-    checksum_ok = (sha256_file(weights) == recorded) if (final and recorded) else None
-    if checksum_ok is False:
-        raise NotAQuantnbCheckpoint(f'{weights}: SHA-256 differs from the one run {run_dir.name} recorded; the file was replaced after training')
-    return CheckpointSource(run_dir, weights, config, state, checksum_ok)
+    recorded = config.get('weights_sha256') if final else None   # checkpoints/ files record no checksum
+    loaded = load_weights(weights, recorded)
+    state = loaded['model_state_dict'] if isinstance(loaded, dict) and 'model_state_dict' in loaded else loaded
+    return CheckpointSource(run_dir, weights, config, state, True if recorded else None)
 
-# %% ../nbs/13_transfer.ipynb 8
+# %% ../nbs/13_transfer.ipynb 12
 @dataclasses.dataclass
 class TransferReport:
     "What `load_pretrained` loaded into which model, and why it accepted or refused."
@@ -102,7 +124,7 @@ class TransferError(ValueError):
         self.report = report
         super().__init__(str(report))
 
-# %% ../nbs/13_transfer.ipynb 10
+# %% ../nbs/13_transfer.ipynb 14
 def _architecture(name: str, backbone: dict) -> str:
     return f'{name}(' + ', '.join(f'{k}={v}' for k, v in sorted(backbone.items())) + ')'
 
@@ -146,7 +168,7 @@ def load_pretrained(model: QuantModel, source: str | Path, output_dir: str | Pat
         for key in report.loaded: target[key].copy_(src.state_dict[key])
     return report
 
-# %% ../nbs/13_transfer.ipynb 12
+# %% ../nbs/13_transfer.ipynb 16
 def _excess_kurtosis(x: torch.Tensor) -> float:
     x = x.double().flatten(); x = x - x.mean()
     v = (x ** 2).mean()
@@ -189,7 +211,7 @@ def untouched_norms(model: nn.Module) -> dict:
     untouched = [n for n, m in norms.items() if torch.all(m.weight == 1) and (getattr(m, 'bias', None) is None or torch.all(m.bias == 0))]
     return {'norm_layers': len(norms), 'untouched': untouched}
 
-# %% ../nbs/13_transfer.ipynb 15
+# %% ../nbs/13_transfer.ipynb 19
 @dataclasses.dataclass
 class VerificationReport:
     "The verdict of `verify_pretrained` and the evidence behind it."
@@ -214,7 +236,7 @@ class PretrainedCheckError(ValueError):
         self.report = report
         super().__init__(f'{source} is not a usable pretrained checkpoint:\n{report}')
 
-# %% ../nbs/13_transfer.ipynb 17
+# %% ../nbs/13_transfer.ipynb 21
 def functional_check(model: QuantModel, batch: tuple, loss_fn: nn.Module, fresh: QuantModel) -> dict:
     "Loss of `model` and of a fresh model of the same architecture on one batch (with the same random masks)."
     x, y = batch
@@ -250,7 +272,42 @@ def _run_sample(src: CheckpointSource, n: int = 256):
     xs = torch.stack([windows[i][0] for i in idx]); ys = torch.stack([windows[i][1] for i in idx])
     return (xs, ys), make_loss('auto' if task != 'regression' else 'mse', 'classification' if task == 'classification' else 'regression')
 
-# %% ../nbs/13_transfer.ipynb 18
+# %% ../nbs/13_transfer.ipynb 23
+def optimizer_steps(src: CheckpointSource) -> tuple[int | None, str]:
+    "Optimiser steps behind `src`'s weights (None if unknown) and how that number was found."
+    recorded = src.config.get('pretraining', {}).get('optimizer_steps')
+    final = src.weights_path.resolve() == (src.run_dir/'model'/'pytorch_model.bin').resolve()
+    if recorded is not None and final: return int(recorded), 'recorded by the pretraining run'
+    files = src.run_dir/'model'/'training_args.json', src.run_dir/'config.json', src.weights_path.parent/'metrics.json'
+    args, run, metrics = (read_json(p) if p.exists() else {} for p in files)
+    params = run.get('params', {})   # a pruning run's training_args.json records less; its config.json has the rest
+    samples = args.get('train_samples') or run.get('data', {}).get('segments', {}).get('train', {}).get('samples')
+    batch = args.get('batch_size') or params.get('batch_size')
+    accumulation = args.get('accumulation_steps') or params.get('accumulation_steps')
+    epochs = args.get('total_epochs_trained') if final else metrics.get('epoch')
+    if not (samples and batch and epochs):
+        return None, "the run's files do not record its training samples, batch size and epochs"
+    per_epoch = -(-(-(-samples // batch)) // max(int(accumulation or 1), 1))
+    return int(epochs) * per_epoch, f'{epochs} epoch(s) x {per_epoch} steps of batch {batch}'
+
+# %% ../nbs/13_transfer.ipynb 25
+def _verify_stage1(src: CheckpointSource, batch=None, loss_fn=None) -> VerificationReport:
+    "Verify the stage-1 price model behind a two-stage strategy run `src`."
+    stage1 = src.config.get('stage1_run')
+    if not stage1:
+        raise NotAQuantnbCheckpoint(f'{src.run_dir/"model"/"config.json"}: no "model" entry and no "stage1_run"; '
+                                    'verify checks the backbone of a price model')
+    report = verify_pretrained(stage1, output_dir=src.run_dir.parent, batch=batch, loss_fn=loss_fn)
+    weights = src.weights_path.relative_to(src.run_dir)
+    checked = 'matches the SHA-256 its run recorded' if src.checksum_ok else 'loaded (no checksum recorded for it)'
+    kind = src.config.get('model_type')
+    report.reasons.insert(0, f'{src.run_dir.name} is a two-stage strategy run ({kind}): its strategy network {weights} '
+                             f'{checked}; the verdict is about the backbone of its stage-1 price model, run {stage1}')
+    report.provenance = {**(report.provenance or {}), 'two_stage_run': src.run_dir.name,
+                         'strategy_checksum_ok': src.checksum_ok}
+    return report
+
+# %% ../nbs/13_transfer.ipynb 26
 def _build(config: ModelConfig) -> QuantModel:
     if config.task == 'masked':
         from quantnb.pretrain import build_pretrainer
@@ -265,13 +322,15 @@ def verify_pretrained(source: QuantModel | str | Path, output_dir: str | Path | 
         model, config = source, source.config
     else:
         src = resolve_checkpoint(source, output_dir)
+        if 'model' not in src.config: return _verify_stage1(src, batch, loss_fn)
         config = src.model_config
         model = _build(config)
         model.load_state_dict(src.state_dict, strict=True)
         meta = read_json(src.run_dir/'metadata.json')
         pre = src.config.get('pretraining', {})
+        steps, steps_note = optimizer_steps(src)
         provenance = {'run': src.run_dir.name, 'status': meta.get('status'), 'symbols': src.config.get('symbols'),
-                      'data_range': pre.get('data_range'), 'optimizer_steps': pre.get('optimizer_steps'),
+                      'data_range': pre.get('data_range'), 'optimizer_steps': steps, 'optimizer_steps_note': steps_note,
                       'epochs': pre.get('epochs'), 'checksum_ok': src.checksum_ok, 'weights': str(src.weights_path.relative_to(src.run_dir))}
         if batch is None:
             sample = _run_sample(src)
@@ -285,8 +344,13 @@ def verify_pretrained(source: QuantModel | str | Path, output_dir: str | Path | 
                f'(max |z| of std {max((abs(r["z"]) for r in rows), default=0):.1f}, max share outside the init bound {max((r["outside_init_bound"] for r in rows), default=0):.3f})']
     if norms['norm_layers']: reasons.append(f'{len(norms["untouched"])} of {norms["norm_layers"]} norm layers untouched (weight 1, bias 0)')
     if functional: reasons.append(f'loss on a sample batch {functional["model"]:.4g} vs {functional["fresh"]:.4g} for fresh weights (ratio {functional["ratio"]:.3f})')
-    if provenance: reasons.append(f'provenance: run {provenance["run"]} ({provenance["status"]}), {provenance["optimizer_steps"] or "?"} optimiser steps, checksum '
-                                  + {True: 'matches', None: 'not recorded', False: 'MISMATCH'}[provenance['checksum_ok']])
+    if provenance:
+        steps = provenance['optimizer_steps']
+        reasons.append(f'provenance: run {provenance["run"]} ({provenance["status"]}), '
+                       + (f'{steps:,} optimiser steps ({provenance["optimizer_steps_note"]})' if steps is not None
+                          else f'optimiser steps unknown ({provenance["optimizer_steps_note"]})')
+                       + ', checksum ' + {True: 'matches', None: 'not recorded (a checkpoints/ file)',
+                                          False: 'MISMATCH'}[provenance['checksum_ok']])
     all_norms_untouched = norms['norm_layers'] > 0 and len(norms['untouched']) == norms['norm_layers']
     if moved_share < 0.1 and not gain: verdict = 'random'
     elif moved_share >= 0.3 and not all_norms_untouched and (functional is None or gain) and (provenance is None or provenance['checksum_ok'] is not False):

@@ -169,3 +169,30 @@ def test_next_day_returns_for_uses_the_next_trading_day():
     assert r[1] == pytest.approx(bars.close.iloc[4] / bars.close.iloc[3] - 1, abs=1e-12)
     last = StockDataLoader().summary().loc['600519', 'last_date']
     assert np.isnan(next_day_returns_for(['600519'], [last])[0])
+
+
+def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
+    "Zero trades: Sharpe is NaN in memory, null in strict JSON, and a note says why, per stock and for the portfolio."
+    from quantnb.strategy.backtest import save_backtest, strategy_metrics_table
+    from quantnb.train.runs import TrainingManager
+    flat = pd.concat([five_days('600519', positions=(0,) * 5), five_days('000001', positions=(0,) * 5)])
+    res = backtest(flat, cost_bps=10)
+    for m in [res.metrics, *res.by_symbol.values()]:
+        assert math.isnan(m['sharpe']) and m['note'].startswith('no trades: the position was 0 on all 5 days')
+    assert 'note' not in res.metrics['buy_and_hold']          # buy-and-hold's returns vary: its Sharpe is a number
+    text = json.dumps(res.to_dict(), allow_nan=False)          # strict JSON
+    assert json.loads(text)['metrics']['sharpe'] is None
+    assert json.loads(text)['metrics']['note'] == res.metrics['note']
+    manager = TrainingManager('600519', 'test', tmp_path)
+    save_backtest(manager, res)
+    saved = json.loads((manager.run_dir / 'results' / 'backtest.json').read_text(), parse_constant=pytest.fail)
+    assert saved['metrics']['note'] == res.metrics['note']
+    assert 'WARNING: backtest backtest: no trades' in (manager.run_dir / 'logs' / 'training.log').read_text()
+    table = strategy_metrics_table({'metrics': res.metrics, 'buy_and_hold': res.metrics['buy_and_hold']})
+    assert math.isnan(table.loc['strategy', 'sharpe']) and table.loc['buy_and_hold', 'sharpe'] > 0
+    from quantnb.strategy.backtest import plot_backtest
+    legend = [t.get_text() for t in plot_backtest(res, '600519').axes[0].get_legend().get_texts()]
+    assert legend[0].startswith('strategy (Sharpe undefined: no trades')
+    one_day = performance_metrics([0.01], [1.0])
+    assert one_day['note'] == 'one day: Sharpe needs at least two daily returns'
+    assert 'note' not in performance_metrics([0.01, -0.02], [1, 1])

@@ -26,6 +26,7 @@ from ..train.evaluate import evaluate_predictions, predictions_record
 from ..train.pipeline import TrainingRun, TrainParams
 from ..train.runs import TrainingManager, _torch_save
 from ..train.trainer import make_loss
+from ..transfer import load_weights
 
 # %% auto 0
 __all__ = ['UNIT_KINDS', 'PRUNE_METHODS', 'STRUCTURED', 'UnitSlice', 'UnitGroup', 'unit_groups', 'structured_masks',
@@ -341,10 +342,12 @@ def load_pruned_model(run: str | Path, state: str | int | None = None, output_di
     "A pruning run's model: the final one (`model/`) or state `k` (`checkpoints/state-{k}/`, also `'random-k'`), rebuilt and loaded strictly."
     manager = TrainingManager.load_run(run, output_dir)
     if state is None:
-        config, weights = manager.load_model_config()['model'], torch.load(manager.get_model_path(), map_location='cpu', weights_only=True)
+        model_config = manager.load_model_config()   # the weights must be the file the run recorded
+        config = model_config['model']
+        weights = load_weights(manager.get_model_path(), model_config.get('weights_sha256'))
     else:
         d = manager.run_dir/'checkpoints'/(f'state-{state}' if isinstance(state, int) else state)
-        config, weights = read_json(d/'config.json'), manager.load_checkpoint(d)['model_state_dict']
+        config, weights = read_json(d/'config.json'), load_weights(d/'pytorch_model.bin')['model_state_dict']
     model = build_model(ModelConfig.from_dict(config))
     model.load_state_dict(weights, strict=True)
     return model.eval()

@@ -18,7 +18,7 @@ from ..train.runs import TrainingManager
 
 # %% auto 0
 __all__ = ['PERIODS_PER_YEAR', 'performance_metrics', 'BacktestResult', 'backtest', 'plot_backtest', 'MLStrategy',
-           'save_backtest', 'next_day_returns_for', 'backtest_run']
+           'save_backtest', 'strategy_metrics_table', 'next_day_returns_for', 'backtest_run']
 
 # %% ../../nbs/17_strategy.backtest.ipynb 6
 PERIODS_PER_YEAR = 252
@@ -51,9 +51,18 @@ def performance_metrics(daily_returns,                # returns after costs, one
         out.update(turnover=float(changes.sum() * periods_per_year / n),
                    hit_rate=float((r[invested] > 0).mean()) if invested.any() else float('nan'),
                    exposure=float(p.mean()))
+    if not std > 0: out['note'] = _undefined_sharpe(r, positions)
     return out
 
-# %% ../../nbs/17_strategy.backtest.ipynb 10
+def _undefined_sharpe(r: np.ndarray, positions) -> str:
+    "Why Sharpe (mean over standard deviation of daily returns) has no value for `r`."
+    if positions is not None and not np.any(np.asarray(positions, np.float64) != 0):
+        return (f'no trades: the position was 0 on all {len(r)} days, so every daily return is 0 and Sharpe '
+                '(mean / standard deviation of daily returns) is undefined; hit rate is undefined too')
+    if len(r) < 2: return 'one day: Sharpe needs at least two daily returns'
+    return 'the daily returns never vary, so Sharpe (mean / standard deviation of daily returns) is undefined'
+
+# %% ../../nbs/17_strategy.backtest.ipynb 12
 @dataclasses.dataclass
 class BacktestResult:
     "Daily rows per stock, the equal-weight portfolio, headline metrics (portfolio) and metrics per stock."
@@ -87,7 +96,7 @@ def _with_buy_and_hold(m: dict, bh: dict) -> dict:
     return {**m, 'buy_and_hold': bh, 'excess_return': m['annualised_return'] - bh['annualised_return'],
             'excess_total_return': m['total_return'] - bh['total_return']}
 
-# %% ../../nbs/17_strategy.backtest.ipynb 11
+# %% ../../nbs/17_strategy.backtest.ipynb 13
 def backtest(frame: pd.DataFrame,                 # columns symbol, date, position (0..1), next_return
              cost_bps: float = 10.0,              # cost per unit of position change, in basis points
              periods_per_year: int = PERIODS_PER_YEAR) -> BacktestResult:
@@ -117,15 +126,20 @@ def backtest(frame: pd.DataFrame,                 # columns symbol, date, positi
     port = port.assign(equity=(1 + port.strategy_return).cumprod(), buy_hold_equity=(1 + port.buy_hold_return).cumprod())
     if len(by_symbol) == 1: metrics = next(iter(by_symbol.values()))
     else:   # turnover and hit rate of the portfolio: the stocks' average
-        metrics = _with_buy_and_hold(performance_metrics(port.strategy_return, None, 0.0, periods_per_year),
+        metrics = _with_buy_and_hold(performance_metrics(port.strategy_return, port.position, 0.0, periods_per_year),
                                      performance_metrics(port.buy_hold_return, None, 0.0, periods_per_year))
         for k in ('turnover', 'hit_rate', 'exposure'):
             values = [m[k] for m in by_symbol.values() if math.isfinite(m[k])]
             metrics[k] = float(np.mean(values)) if values else float('nan')
     return BacktestResult(daily, port, metrics, by_symbol, cost_bps)
 
-# %% ../../nbs/17_strategy.backtest.ipynb 15
+# %% ../../nbs/17_strategy.backtest.ipynb 17
 import matplotlib.pyplot as plt
+
+def _sharpe(m: dict) -> str:
+    "Sharpe for a legend: the number, or why there is none."
+    if math.isfinite(m['sharpe']): return f'{m["sharpe"]:.2f}'
+    return 'undefined: no trades' if m.get('note', '').startswith('no trades') else 'undefined'
 
 def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str | None = None):
     "Equity curves (strategy vs buy-and-hold) and positions of one stock, or of the portfolio when `symbol` is None."
@@ -134,8 +148,10 @@ def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str 
     else: d, name = result.daily[result.daily.symbol == symbol], symbol
     m = result.metrics if symbol is None else result.by_symbol[symbol]
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True, gridspec_kw={'height_ratios': [3, 1]})
-    a.plot(d.date, d.equity, c='tab:blue', label=f'strategy (Sharpe {m["sharpe"]:.2f}, max DD {m["max_drawdown"]:.1%})')
-    a.plot(d.date, d.buy_hold_equity, c='grey', label=f'buy and hold (Sharpe {m["buy_and_hold"]["sharpe"]:.2f}, max DD {m["buy_and_hold"]["max_drawdown"]:.1%})')
+    a.plot(d.date, d.equity, c='tab:blue', label=f'strategy (Sharpe {_sharpe(m)}, max DD {m["max_drawdown"]:.1%})')
+    bh = m['buy_and_hold']
+    a.plot(d.date, d.buy_hold_equity, c='grey',
+           label=f'buy and hold (Sharpe {_sharpe(bh)}, max DD {bh["max_drawdown"]:.1%})')
     a.set_ylabel('equity'); a.legend(loc='upper left', fontsize=8)
     a.set_title(title or f'{name}: test period, costs {result.cost_bps:g} bps')
     b.fill_between(d.date, d.position, step='post', color='tab:blue', alpha=0.4)
@@ -143,7 +159,7 @@ def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str 
     fig.tight_layout()
     return fig
 
-# %% ../../nbs/17_strategy.backtest.ipynb 17
+# %% ../../nbs/17_strategy.backtest.ipynb 19
 class MLStrategy:
     "Seed 002's strategy: long (position 1) when the classifier's p(up) >= `confidence_threshold`, else flat (0)."
     def __init__(self, model_or_probabilities,            # a classifier (torch module or object with predict_proba), or probabilities [n, n_classes]
@@ -180,7 +196,7 @@ class MLStrategy:
 
     def __repr__(self): return f'MLStrategy({"model" if self.model is not None else f"{len(self.probabilities)} predictions"}, confidence_threshold={self.confidence_threshold})'
 
-# %% ../../nbs/17_strategy.backtest.ipynb 20
+# %% ../../nbs/17_strategy.backtest.ipynb 22
 def save_backtest(manager: TrainingManager, result: BacktestResult, name: str = 'backtest', **info) -> dict:
     "Write `results/{name}.json` (with `info`, e.g. the strategy and its settings) and `plots/{name}*.png`; returns the paths."
     paths = {'result': manager.save_result(name, {**info, **result.to_dict()})}
@@ -191,9 +207,20 @@ def save_backtest(manager: TrainingManager, result: BacktestResult, name: str = 
         plt.close(fig)
     manager.save_training_log(f'backtest {name}: annualised return {result.metrics["annualised_return"]:.4f}, '
                               f'Sharpe {result.metrics["sharpe"]:.3f}, excess {result.metrics["excess_return"]:.4f}')
+    if 'note' in result.metrics:
+        manager.save_training_log(f'backtest {name}: {result.metrics["note"]}', level='WARNING')
+        print(f'backtest {name}: {result.metrics["note"]}')
     return paths
 
-# %% ../../nbs/17_strategy.backtest.ipynb 22
+def strategy_metrics_table(results: dict) -> pd.DataFrame:
+    "The strategy's headline numbers next to buy-and-hold, from a strategy run's `results/eval_results.json`."
+    keys = ['total_return', 'annualised_return', 'volatility', 'sharpe', 'max_drawdown', 'turnover', 'hit_rate',
+            'exposure', 'excess_return']
+    rows = {'strategy': results.get('metrics', {}), 'buy_and_hold': results.get('buy_and_hold', {})}
+    table = pd.DataFrame({name: {k: m.get(k) for k in keys} for name, m in rows.items()}).T.astype(float)
+    return table.rename_axis('backtest (test split)')
+
+# %% ../../nbs/17_strategy.backtest.ipynb 24
 def next_day_returns_for(symbols, dates, url: str | None = None, adjust: str = 'qfq') -> np.ndarray:
     "Close-to-close return from each (symbol, date) to that stock's next trading day (NaN on its last day)."
     symbols, dates = np.asarray(symbols).astype(str), pd.to_datetime(pd.Series(dates)).to_numpy()

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 4
 from __future__ import annotations
-import contextlib, copy, dataclasses, hashlib, json, math
+import contextlib, copy, dataclasses, hashlib, json, math, warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +18,8 @@ from ..data.datasets import SEGMENTS, Split
 from ..data.db import StockDataLoader, as_date, normalize_symbol, parse_symbols
 from ..data.features import compute_features
 from ..models.core import MLPHead, QuantModel, list_models
-from ..predict import PredictionEngine
+from ..predict import ENGINES, PredictionEngine, run_data_source
+from ..transfer import load_weights
 from .backtest import BacktestResult, backtest, save_backtest
 from .core import GRUStrategyNetwork, N_POSITIONS, StrategyLoss, temperature_schedule
 from ..train.evaluate import plot_loss_curves
@@ -28,7 +29,7 @@ from ..train.runs import TrainingManager
 __all__ = ['FEATURE_KINDS', 'StrategyFeatureHead', 'load_stage1', 'compute_stage1_features', 'feature_cache_path',
            'extract_features', 'StrategyData', 'strategy_data', 'cpu_threads', 'evaluate_strategy', 'train_strategy',
            'strategy_positions', 'backtest_strategy', 'TwoStageParams', 'TwoStageRun', 'run_two_stage',
-           'load_strategy_network']
+           'load_strategy_network', 'StrategyEngine']
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 6
 FEATURE_KINDS = ('pooled', 'head_hidden', 'pooled_price')
@@ -471,7 +472,8 @@ def evaluate(self) -> BacktestResult:
     save_backtest(self.manager, self.backtest, strategy='two_stage', stage1_run=self.stage1.run_name, segment='test')
     self.manager.save_evaluation_results({'segment': 'test', 'test_days': int(self.data.test_day.sum()),
                                           'metrics': {k: v for k, v in self.backtest.metrics.items() if isinstance(v, (int, float))},
-                                          'buy_and_hold': self.backtest.metrics['buy_and_hold']})
+                                          'buy_and_hold': self.backtest.metrics['buy_and_hold'],
+                                          **{k: v for k, v in self.backtest.metrics.items() if k == 'note'}})
     return self.backtest
 
 @patch_to(TwoStageRun)
@@ -521,5 +523,68 @@ def load_strategy_network(run: str | Path | TrainingManager, output_dir: str | P
     c = manager.load_model_config()
     if c.get('model_type') != 'strategy_gru': raise ValueError(f'run {manager.run_name} is a {c.get("model_type")} run, not strategy_gru')
     network = GRUStrategyNetwork(c['d_features'], c['hidden_size'], c['n_positions'], c['dropout'])
-    network.load_state_dict(torch.load(manager.get_model_path(), map_location='cpu', weights_only=True), strict=True)
+    network.load_state_dict(load_weights(manager.get_model_path(), c.get('weights_sha256')), strict=True)
     return network.eval(), c
+
+# %% ../../nbs/18_strategy.two_stage.ipynb 21
+class StrategyEngine:
+    "A finished two-stage run: the strategy's position from the latest bars, beside its stage-1 price forecast."
+    def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None,
+                 device: str = 'cpu'):
+        self.manager = TrainingManager.load_run(run, output_dir)
+        self.network, self.model_config = load_strategy_network(self.manager)
+        c = self.model_config
+        self.url, notes = run_data_source(self.manager, url)
+        for note in notes: warnings.warn(note, stacklevel=2)
+        self.stage1 = load_stage1(c['stage1_run'], output_dir=self.manager.output_dir, url=self.url, device=device)
+        self.window_days = c['window_days']
+        self.mean, self.std = np.asarray(c['feature_mean'], np.float32), np.asarray(c['feature_std'], np.float32)
+
+    def __repr__(self): return f'StrategyEngine({self.manager.run_name}: strategy_gru on {self.stage1!r})'
+
+    @property
+    def data_source(self) -> str: return mask_url(self.url)
+
+    def symbols(self, symbols: list[str] | str | None = None) -> list[str]:
+        "`symbols` (default: the run's), warning about any the strategy never saw in training."
+        return PredictionEngine.symbols(self, symbols)
+
+# %% ../../nbs/18_strategy.two_stage.ipynb 22
+@patch_to(StrategyEngine)
+def feature_windows(self, symbols: list[str], as_of=None) -> np.ndarray:
+    "The last `window_days` days of standardised stage-1 features of each of `symbols`: `[n, window_days, d]`."
+    W, adjust = self.window_days, self.stage1.model_config.get('adjust', 'qfq')
+    bars = self.stage1.loader.load_many(symbols, end_date=as_of, adjust=adjust)
+    last_days = {s: g.index.get_level_values(1)[-W:] for s, g in bars.groupby(level=0, sort=False)}
+    features = compute_stage1_features(self.stage1, symbols, start=min(d[0] for d in last_days.values()), end=as_of,
+                                       kind=self.model_config['feature_kind'])
+    xs = []
+    for sym in symbols:
+        known = sym in features.index.get_level_values(0)
+        f = features.xs(sym, level='symbol').iloc[-W:] if known else features.iloc[:0]
+        if len(f) < W or not (f.index == last_days[sym]).all():
+            last = f'{last_days[sym][-1]:%Y-%m-%d}'
+            raise ValueError(f'{sym} has too little history up to {last} for {W} days of stage-1 features')
+        xs.append((f.to_numpy(np.float32) - self.mean) / self.std)
+    return np.stack(xs)
+
+@patch_to(StrategyEngine)
+@torch.no_grad()
+def predict(self, symbols: list[str] | str | None = None, as_of=None) -> pd.DataFrame:
+    "Per symbol: last bar, next day's position (0..1), its probability, expected position, stage 1's forecast."
+    symbols = self.symbols(symbols)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # stage 1 would repeat the warning about stocks never seen
+        forecast = self.stage1.predict(symbols, as_of)
+    x = torch.from_numpy(self.feature_windows(list(forecast.index), as_of))                 # [n, window_days, d]
+    with cpu_threads(1): out = self.network.eval()(x)
+    probs = out['probabilities'][:, -1].double()                        # [n, n_positions], the last day's
+    levels = torch.arange(probs.shape[1], dtype=torch.float64) / (probs.shape[1] - 1)
+    info = forecast[['date', 'close']].copy()
+    info['position'] = out['positions'][:, -1].double().numpy()
+    info['p_position'] = probs.max(-1).values.numpy()
+    info['expected_position'] = (probs * levels).sum(-1).numpy()
+    for c in [c for c in forecast if c.startswith('ret_')]: info[f'stage1_{c}'] = forecast[c]
+    return info
+
+ENGINES['strategy_gru'] = StrategyEngine
