@@ -59,7 +59,8 @@ def db_info(url: str | None = None) -> int:
 def db_connect(name: str, url: str) -> int:
     "Store `url` as the named connection `name` (a URL that does not parse is refused, unprinted)."
     try: sa.engine.make_url(url)
-    except sa.exc.ArgumentError: raise ValueError(f'connection {name}: the URL does not parse; write dialect+driver://user:password@host:port/database') from None
+    except sa.exc.ArgumentError:
+        raise ValueError(f'connection {name}: the URL does not parse; write dialect+driver://user:password@host:port/db') from None
     path = save_connection(name, url)
     print(f'connection {name!r} saved in {path} (readable by you only): {mask_url(url)}; use it with --db {name}')
     return 0
@@ -138,7 +139,7 @@ def _on_interrupt(manager, resume_command: str, follower: LogFollower):
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 
 def train(params: dict) -> int:
-    "Check `params` (and the data), reserve and lock the run, execute the training notebook with papermill; 0 on success."
+    "Check `params` and the data, reserve and lock the run, run the training notebook with papermill; 0 on success."
     import papermill as pm
     from quantnb.experiments import check_run, make_run, run_db_url, run_model_type
     from quantnb.train.runs import TrainingManager
@@ -158,22 +159,23 @@ def train(params: dict) -> int:
         else:
             params['symbols'] = checked.symbols      # `all` expanded
             symbols = checked.symbol_list()
-            manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols or None, run_model_type(run), checked.out_dir,
-                                      run_name=checked.run_name or None, data_source=mask_url(run_db_url(run)))
+            manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols or None, run_model_type(run),
+                                      checked.out_dir, run_name=checked.run_name or None, data_source=mask_url(run_db_url(run)))
             manager.acquire_lock()
             params['run_name'] = manager.run_name
             output = manager.run_dir/'notebook.ipynb'
     params['notebook_path'] = str(output)
     env['QUANTNB_RUN_LOCK_HOLDER'] = str(os.getpid())   # the kernel trains under this process's lock
-    resume = 'quantnb train --resume ' + shlex.quote(manager.run_name) + (f' --out_dir {shlex.quote(given["out_dir"])}' if given.get('out_dir') else '')
+    resume = f'quantnb train --resume {shlex.quote(manager.run_name)}'
+    if given.get('out_dir'): resume += f' --out_dir {shlex.quote(given["out_dir"])}'
     print(f'run {manager.run_name}: {manager.run_dir}', flush=True)
     follower = LogFollower(manager.run_dir/'logs'/'training.log')
     previous = signal.signal(signal.SIGINT, _on_interrupt(manager, resume, follower))
     try:
         with _environment(env):
             follower.start()
-            pm.execute_notebook(str(TRAIN_NOTEBOOK), str(output), parameters=params, kernel_name='python3', log_output=False,
-                                progress_bar=False, kernel_manager_class=ipc_kernel_manager())
+            pm.execute_notebook(str(TRAIN_NOTEBOOK), str(output), parameters=params, kernel_name='python3',
+                                log_output=False, progress_bar=False, kernel_manager_class=ipc_kernel_manager())
     except Exception as e:   # papermill re-raises the cell's error; the notebook already marked the run failed
         follower.stop()
         if manager.metadata['status'] not in ENDED: manager.update_status('failed', error=mask_url(str(e)))
@@ -283,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = db.add_parser('info', help='symbols, rows and date ranges')
     p.add_argument('--url', help=url_help)
     p.set_defaults(handler=lambda a: db_info(a.url))
-    p = db.add_parser('connect', help='store a named connection in $QUANTNB_HOME/config (owner-only), used as --db NAME')
+    p = db.add_parser('connect', help='store a named connection in $QUANTNB_HOME/config (owner-only); use as --db NAME')
     p.add_argument('name'); p.add_argument('url', help='e.g. mysql+pymysql://user:password@host:3306/db')
     p.set_defaults(handler=lambda a: db_connect(a.name, a.url))
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np, pandas as pd
 import torch
 
-from ..core import Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, read_json, set_seed
+from ..core import (Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, read_json,
+                          set_seed)
 from ..data.datasets import TASKS, DatasetBundle, Normalizer, load_datasets, make_dataloaders
 from ..data.db import parse_symbols
 from ..data.features import feature_names
@@ -87,7 +88,7 @@ def check_symbol_text(symbols) -> None:
     if not isinstance(symbols, str): return   # papermill's integers are padded on purpose
     for s in (s.strip() for s in symbols.split(',')):
         if s.isdigit() and s.isascii() and len(s) < 6:
-            raise ValueError(f'symbols: {s!r} is not a six-digit code (write {s.zfill(6)} if that is the stock you mean)')
+            raise ValueError(f'symbols: {s!r} is not a six-digit code (write {s.zfill(6)} if that is the stock)')
         if s and not _CODE.fullmatch(s.split('.')[0] if re.fullmatch(r'\d{6}\.[A-Za-z]{2}', s) else s):
             raise ValueError(f'symbols: {s!r} is not a stock code (ASCII letters and digits, e.g. 600519 or sh600519)')
 
@@ -181,12 +182,13 @@ def stored_symbols(symbols: list[str], url: str) -> list[str]:
     from quantnb.data.db import StockDataLoader
     stored = StockDataLoader(url).list_symbols()
     if symbols == ['all']:
-        if not stored: raise ValueError(f'symbols=all: {mask_url(url)} holds no daily bars yet; import some with quantnb db import')
+        if not stored: raise ValueError(f'symbols=all: {mask_url(url)} holds no daily bars; import some (quantnb db import)')
         return stored
     missing = [s for s in symbols if s not in stored]
     if missing:
         shown = ', '.join(stored[:12]) + (f', ... ({len(stored)} in all)' if len(stored) > 12 else '')
-        raise ValueError(f'symbols: no daily bars for {", ".join(missing)} in {mask_url(url)}; stored: {shown or "none"}')
+        raise ValueError(f'symbols: no daily bars for {", ".join(missing)} in {mask_url(url)}; '
+                         f'stored: {shown or "none"}')
     return symbols
 
 @patch_to(TrainingRun)
@@ -204,21 +206,21 @@ def check_inputs(self, epochs_given: bool | None = None) -> None:
     need = p.seq_len + p.horizon + 1
     if days.max() < need:
         dates = bars.loc[days.idxmax()].index
-        raise ValueError(f'seq_len={p.seq_len} is longer than the data: one window and its {p.horizon}-day target need {need} '
-                         f'trading days, and the longest history ({days.idxmax()}, {dates.min():%Y-%m-%d}..{dates.max():%Y-%m-%d}) '
-                         f'holds {days.max()}')
+        span = f'{days.idxmax()}, {dates.min():%Y-%m-%d}..{dates.max():%Y-%m-%d}'
+        raise ValueError(f'seq_len={p.seq_len} is longer than the data: one window and its {p.horizon}-day target need '
+                         f'{need} trading days, and the longest history ({span}) holds {days.max()}')
 
 # %% ../../nbs/14_train.pipeline.ipynb 16
 _DEFAULT_EPOCHS = TrainParams.epochs
 
 @patch_to(TrainingRun)
 def _check_resume(self, extend: bool | None = None) -> TrainingManager:
-    "The run to resume, if it can be; with `extend` (default: `epochs` given, i.e. not the default) its epochs are raised."
+    "The run to resume, if it can be; `extend` (default: `epochs` differs from its default): raise its epochs."
     p = self.params
     m = TrainingManager.load_run(p.resume, p.out_dir)
     status = m.metadata['status']
     if not (m.run_dir/'config.json').exists():
-        raise ValueError(f'run {m.run_name} ({status}) ended before it recorded its parameters; start a new run instead')
+        raise ValueError(f'run {m.run_name} ({status}) ended before it recorded its parameters; start a new run')
     saved = m.load_config()['params']
     args = m.load_training_args() if (m.run_dir/'model'/'training_args.json').exists() else {}
     trained = args.get('total_epochs_trained') or 0
@@ -227,8 +229,8 @@ def _check_resume(self, extend: bool | None = None) -> TrainingManager:
     if self.extending and p.epochs <= trained:
         raise ValueError(f'epochs={p.epochs}: run {m.run_name} has already trained {trained} epochs')
     if status == 'completed' and args.get('stopped_early'):
-        raise ValueError(f'run {m.run_name} is already completed: it stopped early after epoch {trained} (no better val_loss), '
-                         'and more epochs would stop at once; start a new run instead')
+        raise ValueError(f'run {m.run_name} is already completed: it stopped early after epoch {trained} '
+                         '(no better val_loss), and more epochs would stop at once; start a new run instead')
     if status == 'completed' and trained >= saved['epochs'] and not self.extending:
         raise ValueError(f'run {m.run_name} is already completed ({trained} epochs); to train it longer, ask for more: '
                          f'--resume {m.run_name} --epochs {trained + 10}')
@@ -241,13 +243,14 @@ def extend_epochs(self, m: TrainingManager) -> None:
     before = config['params']['epochs']
     if self.params.epochs == before: return
     config['params']['epochs'] = config['epochs'] = self.params.epochs
-    m.save_config({k: v for k, v in config.items() if k not in ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')})
+    added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
+    m.save_config({k: v for k, v in config.items() if k not in added})
     m.save_training_log(f'epochs raised from {before} to {self.params.epochs}')
 
 # %% ../../nbs/14_train.pipeline.ipynb 18
 @patch_to(TrainingRun)
 def start(self) -> TrainingManager:
-    "Check the inputs, create or open the run directory, lock it and record the configuration; status becomes `preparing`."
+    "Check the inputs, create or open the run directory, lock it, record the configuration; status `preparing`."
     import torch
     p = self.params
     if p.resume:

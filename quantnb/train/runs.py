@@ -21,7 +21,7 @@ STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed', 'inte
 _ALLOWED = {   # status -> statuses it may move to; a failed or interrupted run may be resumed
     'initialized': {'preparing', 'training', 'failed', 'interrupted'},
     'preparing': {'training', 'failed', 'interrupted'},
-    'training': {'preparing', 'training', 'completed', 'failed', 'interrupted'},   # preparing again: a killed run resumed
+    'training': {'preparing', 'training', 'completed', 'failed', 'interrupted'},   # preparing: a killed run resumed
     'failed': {'preparing', 'training', 'failed'},
     'interrupted': {'preparing', 'training', 'failed', 'interrupted'},   # Ctrl-C: resumable
     'completed': {'completed', 'preparing'},   # preparing again: a finished run trained for more epochs
@@ -349,7 +349,7 @@ def lock_owner(self) -> int | None:
 # %% ../../nbs/09_train.runs.ipynb 18
 @patch_to(TrainingManager)
 def acquire_lock(self) -> bool:
-    "Take the run's lock (a stale one is taken over); `RunLockedError` if a live process holds it, unless that is our parent."
+    "Take the run's lock (taking over a stale one); `RunLockedError` if a live process holds it, unless our parent."
     if self._lock_fd is not None: return True
     path = self.run_dir/LOCK_NAME
     while True:
@@ -368,7 +368,8 @@ def acquire_lock(self) -> bool:
     stale = _lock_pid(path)
     os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode()); os.fsync(fd)
     self._lock_fd = fd
-    if stale and stale != os.getpid(): self.save_training_log(f'took over the stale lock of process {stale}, which has ended')
+    if stale and stale != os.getpid():
+        self.save_training_log(f'took over the stale lock of process {stale}, which has ended')
     return True
 
 # %% ../../nbs/09_train.runs.ipynb 19
