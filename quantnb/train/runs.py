@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09_train.runs.ipynb 4
 from __future__ import annotations
-import contextlib, datetime as dt, fcntl, os, re, traceback
+import contextlib, datetime as dt, os, re, traceback
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -325,6 +325,22 @@ def fail_on_exception(self) -> bool:
 # %% ../../nbs/09_train.runs.ipynb 17
 LOCK_NAME = 'run.lock'
 
+try: import fcntl
+except ImportError: fcntl = None   # Windows: no flock; the lock is then advisory, judged by its pid alone
+
+def _flock(fd: int, flags: int) -> None:
+    "`flock`, or (without it) a `BlockingIOError` when the file names a live process other than this one."
+    if fcntl is not None: return fcntl.flock(fd, flags)
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode(errors='replace').strip()
+    if text.isdigit() and int(text) != os.getpid() and _alive(int(text)): raise BlockingIOError(text)
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OSError): return True
+    return True
+
 class RunLockedError(RuntimeError):
     "Another live process holds the run's lock."
 
@@ -340,8 +356,8 @@ def lock_owner(self) -> int | None:
     try: fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError: return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)   # granted only when nobody holds it exclusively
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB if fcntl else 0)   # granted only when nobody holds it exclusively
+        _flock(fd, fcntl.LOCK_UN if fcntl else 0)
         return None
     except BlockingIOError: return _lock_pid(path) or -1
     finally: os.close(fd)
@@ -354,7 +370,7 @@ def acquire_lock(self) -> bool:
     path = self.run_dir/LOCK_NAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try: _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
         except BlockingIOError:
             os.close(fd)
             owner = _lock_pid(path)
