@@ -4,20 +4,22 @@
 
 # %% ../nbs/90_cli.ipynb 4
 from __future__ import annotations
-import argparse, contextlib, dataclasses, os, re, sys, textwrap
+import argparse, contextlib, dataclasses, datetime as dt, json, os, re, shlex, signal, sys, textwrap, threading
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import sqlalchemy as sa
 
-from .core import PACKAGE_DIR, mask_url, resolve_db_url
+from .core import PACKAGE_DIR, default_out_dir, mask_url, resolve_db_url, save_connection
+from .train.runs import ENDED
 from .data.db import StockDataLoader, init_db
 from .data.importer import import_paths, load_sample
 
 # %% auto 0
-__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'cause_line', 'error_line', 'train', 'runs_list', 'runs_show',
-           'runs_compare', 'predict', 'verify', 'build_parser', 'main']
+__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'cause_line', 'error_line', 'db_connect', 'ipc_kernel_manager',
+           'LogFollower', 'train', 'runs_list', 'runs_show', 'runs_compare', 'predict', 'verify', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb 5
 def db_init(url: str | None = None, sample: bool = False) -> int:
@@ -75,38 +77,131 @@ def error_line(e: BaseException) -> str:
     return mask_url(e).strip() or type(e).__name__   # quantnb's own messages: as they are
 
 # %% ../nbs/90_cli.ipynb 10
+def db_connect(name: str, url: str) -> int:
+    "Store `url` as the named connection `name` (a URL that does not parse is refused, unprinted)."
+    try: sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f'connection {name}: the URL does not parse; write dialect+driver://user:password@host:port/db') from None
+    path = save_connection(name, url)
+    print(f'connection {name!r} saved in {path} (readable by you only): {mask_url(url)}; use it with --db {name}')
+    return 0
+
+# %% ../nbs/90_cli.ipynb 13
+def ipc_kernel_manager():
+    "A jupyter kernel manager class whose kernels listen on IPC (unix) sockets instead of TCP ports."
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+    return IPCKernelManager
+
+def _log_line(line: str) -> str:
+    "`[2026-01-02 10:11:12] INFO: epoch 3: ...` as `10:11:12 epoch 3: ...` (other levels keep their name)."
+    m = re.match(r'\[\d{4}-\d\d-\d\d (?P<time>[\d:]+)\] (?P<level>\w+): (?P<msg>.*)', line)
+    if not m: return line
+    return f'{m["time"]} ' + ('' if m['level'] == 'INFO' else f'{m["level"]}: ') + m['msg']
+
+class LogFollower(threading.Thread):
+    "Print each line appended to a log file, from a background thread, until `stop`."
+    def __init__(self, path: Path, every_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.path, self.every_s, self.done = Path(path), every_s, threading.Event()
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def run(self):
+        while not self.done.wait(self.every_s): self.flush()
+
+    def flush(self):
+        try:
+            with open(self.path, 'rb') as f: f.seek(self.offset); data = f.read()
+        except OSError: return
+        complete = data[:data.rfind(b'\n') + 1]
+        self.offset += len(complete)
+        for line in complete.decode('utf-8', 'replace').splitlines(): print(_log_line(line), flush=True)
+
+    def stop(self):
+        if self.done.is_set(): return
+        self.done.set()
+        if self.is_alive(): self.join(5)
+        self.flush()
+
+# %% ../nbs/90_cli.ipynb 14
+def _stop_kernels() -> None:
+    "Kill this process's children (the papermill kernel) and remove their connection files and IPC sockets."
+    import psutil
+    children = psutil.Process().children(recursive=True)
+    files = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            args = child.cmdline()
+            if '-f' in args[:-1]: files.append(Path(args[args.index('-f') + 1]))
+            child.kill()
+    psutil.wait_procs(children, timeout=5)
+    for f in files:
+        with contextlib.suppress(OSError, ValueError):
+            ip = json.loads(f.read_text()).get('ip', '') if f.exists() else ''
+            for sock in (f.parent.glob(Path(ip).name + '-*') if ip and '/' in ip else []): sock.unlink()
+            f.unlink()
+
+def _on_interrupt(manager, resume_command: str, follower: LogFollower):
+    "The SIGINT handler of `quantnb train`: stop the kernel, mark the run `interrupted`, say how to resume, exit 130."
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not interrupt the clean-up
+        follower.done.set()
+        _stop_kernels()
+        with contextlib.suppress(Exception):
+            if manager.metadata['status'] not in ENDED: manager.update_status('interrupted')
+        manager.release_lock()
+        print(f'interrupted: run {manager.run_name} can be resumed with: {resume_command}', file=sys.stderr, flush=True)
+        os._exit(130)
+    return handler
+
+# %% ../nbs/90_cli.ipynb 15
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 
 def train(params: dict) -> int:
-    "Validate `params`, reserve the run, execute the training notebook with papermill; 0 on success."
+    "Check `params` and the data, reserve and lock the run, run the training notebook with papermill; 0 on success."
     import papermill as pm
-    from quantnb.experiments import make_run, run_model_type
-    from quantnb.train.runs import TrainingManager, _now, headline_metrics, versus_baseline
-    params, env = dict(params), {}
+    from quantnb.experiments import check_run, make_run, run_db_url, run_model_type
+    from quantnb.train.runs import TrainingManager, headline_metrics, versus_baseline
+    given, params, env = dict(params), dict(params), {}
     if params.get('db_url') and mask_url(params['db_url']) != params['db_url']:
         env['QUANTNB_DB_URL'], params['db_url'] = params['db_url'], ''
-    run = make_run(params)                   # every parameter checked before anything exists
-    checked = run.params
-    if getattr(checked, 'resume', ''):
-        manager = TrainingManager.load_run(checked.resume, checked.out_dir)
-        output = manager.run_dir/f'notebook-resumed-{_now().replace(":", "")}.ipynb'
-    else:
-        symbols = checked.symbol_list()
-        data_source = mask_url(env.get('QUANTNB_DB_URL') or resolve_db_url(checked.db_url or None))
-        manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols or None, run_model_type(run), checked.out_dir,
-                                  run_name=checked.run_name or None, data_source=data_source)
-        params['run_name'] = manager.run_name
-        output = manager.run_dir/'notebook.ipynb'
+    params['out_dir'] = str(params.get('out_dir') or default_out_dir())   # $QUANTNB_OUT, as `runs list` reads it
+    with _environment(env):
+        run = make_run(params)                   # every parameter checked before anything exists
+        check_run(run) if not getattr(run.params, 'resume', '') else run.check_inputs(epochs_given='epochs' in given)
+        checked = run.params
+        if getattr(checked, 'resume', ''):
+            manager = TrainingManager.load_run(checked.resume, checked.out_dir)
+            manager.acquire_lock()
+            if run.extending: run.extend_epochs(manager)
+            output = manager.run_dir/f'notebook-resumed-{dt.datetime.now():%Y-%m-%dT%H%M%S}.ipynb'
+        else:
+            params['symbols'] = checked.symbols      # `all` expanded
+            symbols = checked.symbol_list()
+            manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols or None, run_model_type(run),
+                                      checked.out_dir, run_name=checked.run_name or None, data_source=mask_url(run_db_url(run)))
+            manager.acquire_lock()
+            params['run_name'] = manager.run_name
+            output = manager.run_dir/'notebook.ipynb'
     params['notebook_path'] = str(output)
-    print(f'run {manager.run_name}: {manager.run_dir}')
-    old_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    env['QUANTNB_RUN_LOCK_HOLDER'] = str(os.getpid())   # the kernel trains under this process's lock
+    resume = f'quantnb train --resume {shlex.quote(manager.run_name)}'
+    if given.get('out_dir'): resume += f' --out_dir {shlex.quote(given["out_dir"])}'
+    print(f'run {manager.run_name}: {manager.run_dir}', flush=True)
+    follower = LogFollower(manager.run_dir/'logs'/'training.log')
+    previous = signal.signal(signal.SIGINT, _on_interrupt(manager, resume, follower))
     try:
-        pm.execute_notebook(str(TRAIN_NOTEBOOK), str(output), parameters=params, kernel_name='python3', log_output=False)
+        with _environment(env):
+            follower.start()
+            pm.execute_notebook(str(TRAIN_NOTEBOOK), str(output), parameters=params, kernel_name='python3',
+                                log_output=False, progress_bar=False, kernel_manager_class=ipc_kernel_manager())
     except Exception as e:   # papermill re-raises the cell's error; the notebook already marked the run failed
+        follower.stop()
         cause = error_line(e)
         try:
-            if manager.metadata['status'] not in ('failed', 'completed'):
+            if manager.metadata['status'] not in ENDED:
                 manager.update_status('failed', error=mask_url(str(e)))
             cause += f'; see {output}'
         except (OSError, ValueError) as unrecorded:   # e.g. the run directory became read-only
@@ -114,9 +209,9 @@ def train(params: dict) -> int:
         print(f'error: run {manager.run_name} failed: {cause}', file=sys.stderr)
         return 1
     finally:
-        for k, v in old_env.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+        signal.signal(signal.SIGINT, previous)
+        follower.stop()
+        manager.release_lock()
     summary, results = manager.get_summary(), manager.load_eval_results()
     best = summary['best_val_loss']
     best = f', best val_loss {best:.6f}' if isinstance(best, float) else ''
@@ -141,6 +236,18 @@ def _runs_text(df: pd.DataFrame, sort: str | None = None) -> str:
         if shown[c].dtype.kind == 'f': shown[c] = shown[c].map(lambda v: f'{v:.4f}' if pd.notna(v) else '')
     shown = shown.fillna('')
     return shown[[c for c in shown if (shown[c] != '').any()]].to_string(index=False)
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    "Set environment variables for the block, then restore them."
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 
 def runs_list(out_dir: str | None = None, sort: str | None = None) -> int:
     "Print one line per run: headline test metrics, the best baseline on the first and who wins; flag unreadable runs."
@@ -227,7 +334,7 @@ def _boolean(text: str) -> bool:
     if text.lower() in ('0', 'false', 'no', 'off'): return False
     raise argparse.ArgumentTypeError(f'{text!r} is not true/false')
 
-# %% ../nbs/90_cli.ipynb 11
+# %% ../nbs/90_cli.ipynb 16
 def build_parser() -> argparse.ArgumentParser:
     "The `quantnb` argument parser."
     parser = argparse.ArgumentParser(prog='quantnb', description='Deep learning on stock K-line data.')
@@ -245,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = db.add_parser('info', help='symbols, rows and date ranges')
     p.add_argument('--url', help=url_help)
     p.set_defaults(handler=lambda a: db_info(a.url))
+    p = db.add_parser('connect', help='store a named connection in $QUANTNB_HOME/config (owner-only); use as --db NAME')
+    p.add_argument('name'); p.add_argument('url', help='e.g. mysql+pymysql://user:password@host:3306/db')
+    p.set_defaults(handler=lambda a: db_connect(a.name, a.url))
 
     p = commands.add_parser('train', help='train a model: run the training notebook with papermill')
     _add_train_options(p)
@@ -286,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()   # a closed pipe shows up here, not in the interpreter's exit
         return code
     except BrokenPipeError: return _reader_gone()
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr); return 130
     except (LookupError, ValueError, RuntimeError, OSError, sa.exc.SQLAlchemyError) as e:   # one line, not a traceback
         with contextlib.suppress(OSError): print(f'error: {error_line(e)}', file=sys.stderr)
     return 1

@@ -14,7 +14,8 @@ import numpy as np
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'quantnb_home', 'default_db_path', 'default_db_url', 'resolve_db_url', 'default_out_dir',
            'mask_url', 'atomic_write', 'write_json', 'read_json', 'sha256_file', 'patch_to', 'Params', 'set_seed',
-           'default_device']
+           'default_device', 'config_path', 'check_connection_name', 'connection_url', 'save_connection', 'scrub_file',
+           'scrub_when_done', 'scrub_after_papermill']
 
 # %% ../nbs/00_core.ipynb 6
 PACKAGE_DIR = Path(str(resources.files('quantnb')))
@@ -152,3 +153,76 @@ def default_device(device: str | None = None):
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+# %% ../nbs/00_core.ipynb 24
+import configparser
+
+_CONNECTION_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]{0,63}')
+
+def config_path() -> Path:
+    "quantnb's settings file: `$QUANTNB_HOME/config` (INI; named connections under `[connections]`)."
+    return quantnb_home()/'config'
+
+def _read_config() -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser(interpolation=None)   # '%' in a password is just a character
+    cfg.read(config_path(), encoding='utf-8')
+    return cfg
+
+def check_connection_name(name: str) -> str:
+    "`name` if it can name a connection (a letter, then letters, digits or `_`), else a `ValueError`."
+    if not _CONNECTION_NAME.fullmatch(name or ''):
+        raise ValueError(f'db={name!r} is not a connection name: use letters, digits and "_", starting with a letter')
+    return name
+
+def connection_url(name: str) -> str:
+    "The URL of the named connection: `$QUANTNB_DB_URL_{NAME}`, else `[connections] name` in `$QUANTNB_HOME/config`."
+    env = f'QUANTNB_DB_URL_{check_connection_name(name).upper()}'
+    if os.environ.get(env): return os.environ[env]
+    cfg = _read_config()
+    if cfg.has_option('connections', name): return cfg.get('connections', name)
+    raise LookupError(f'no database connection named {name!r}: set {env} or run `quantnb db connect {name} URL`')
+
+def save_connection(name: str, url: str) -> Path:
+    "Store `url` as connection `name` in `$QUANTNB_HOME/config`, written atomically with mode 0600 (owner only)."
+    cfg = _read_config()
+    if not cfg.has_section('connections'): cfg.add_section('connections')
+    cfg.set('connections', check_connection_name(name), url)
+    path = config_path()
+    with atomic_write(path) as f:   # mkstemp creates the temporary file with mode 0600, kept by the rename
+        os.fchmod(f.fileno(), 0o600)
+        cfg.write(f)
+    return path
+
+# %% ../nbs/00_core.ipynb 27
+def scrub_file(path: str | Path) -> bool:
+    "Rewrite `path` with every URL password masked; whether anything changed."
+    path = Path(path)
+    text = path.read_text(encoding='utf-8')
+    if mask_url(text) == text: return False
+    with atomic_write(path) as f: f.write(mask_url(text))
+    return True
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try: return Path(f'/proc/{pid}/stat').read_text().split(')')[-1].split()[0] != 'Z'   # a zombie has exited
+    except OSError: return True
+
+def scrub_when_done(pid: int, path: str | Path, timeout_s: float = 24 * 3600) -> None:
+    "Wait until papermill (`pid`) has written its final notebook or exited, then mask `path`; again once it has exited."
+    import time
+    path, stop = Path(path), time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < stop:
+        with contextlib.suppress(OSError):
+            if 'papermill-error-cell' in path.read_text(encoding='utf-8'): scrub_file(path)
+        time.sleep(0.02)
+    with contextlib.suppress(OSError): scrub_file(path)
+
+def scrub_after_papermill(path: str | Path, pid: int | None = None) -> None:
+    "Start a detached process that masks `path` once papermill (default: this kernel's parent) is done with it."
+    import subprocess, sys
+    code = 'import sys; from quantnb.core import scrub_when_done; scrub_when_done(int(sys.argv[1]), sys.argv[2])'
+    with contextlib.suppress(OSError): scrub_file(path)
+    subprocess.Popen([sys.executable, '-c', code, str(pid or os.getppid()), str(path)], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

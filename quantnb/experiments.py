@@ -5,16 +5,19 @@
 # %% ../nbs/21_experiments.ipynb 4
 from __future__ import annotations
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 
+from .core import mask_url, resolve_db_url, scrub_after_papermill
+
 from .prune.structured import PruneParams, PruningRun
 from .strategy.two_stage import TwoStageParams, TwoStageRun
-from .train.pipeline import TrainParams, TrainingRun
+from .train.pipeline import TrainParams, TrainingRun, papermill_output_path, stored_symbols
 
 # %% auto 0
 __all__ = ['TRAIN_PARAMETERS', 'PRUNE_PARAMETERS', 'TWO_STAGE_PARAMETERS', 'PARAMETERS', 'run_kind', 'make_run', 'run_model_type',
-           'run_experiment', 'describe']
+           'run_db_url', 'check_run', 'notebook_run', 'run_experiment', 'describe']
 
 # %% ../nbs/21_experiments.ipynb 6
 def _defaults(cls) -> dict: return {f.name: f.default for f in dataclasses.fields(cls)}
@@ -59,6 +62,26 @@ def make_run(values: dict) -> TrainingRun | PruningRun | TwoStageRun:
 def run_model_type(run) -> str:
     "The model type the run directory is named after."
     return 'strategy_gru' if isinstance(run, TwoStageRun) else run.params.model
+
+def run_db_url(run) -> str:
+    "The database the run reads (its URL, not yet masked)."
+    return run.db_url if isinstance(run, TrainingRun) else resolve_db_url(run.params.db_url or None)
+
+def check_run(run) -> None:
+    "The checks that need the database or an existing run, before anything is created (`symbols=all` expanded)."
+    if isinstance(run, TrainingRun): return run.check_inputs()
+    p = run.params
+    if p.symbol_list(): p.symbols = ','.join(stored_symbols(p.symbol_list(), run_db_url(run)))
+
+def notebook_run(values: dict, notebook_path: str = ''):
+    "`make_run` in the training notebook: a password passed as `db_url` first gets papermill's output notebook masked."
+    url = str(values.get('db_url') or '')
+    if url and mask_url(url) != url:
+        path = Path(notebook_path) if notebook_path else papermill_output_path()
+        if path is not None: scrub_after_papermill(path)
+    run = make_run(values)
+    if isinstance(run, TwoStageRun): check_run(run)   # a TrainingRun checks its inputs in `start`
+    return run
 
 def run_experiment(**values):
     "Every step of the run the parameters describe (scripts and tests; the notebook calls the steps one by one)."

@@ -38,3 +38,11 @@ def test_installed_wheel_builds_the_default_database_from_its_own_data(wheel, tm
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == '25722'
+
+
+def test_notebook_extra_brings_jupyterlab_and_dev_keeps_it(wheel):
+    "`pip install quantnb[notebook]` is what `jupyter lab nbs/` needs; `[dev]` still brings it too."
+    with zipfile.ZipFile(wheel) as z: text = z.read(next(n for n in z.namelist() if n.endswith('METADATA'))).decode()
+    assert 'Provides-Extra: notebook' in text and 'Provides-Extra: dev' in text
+    assert 'Requires-Dist: jupyterlab>=4; extra == "notebook"' in text
+    assert 'Requires-Dist: jupyterlab>=4; extra == "dev"' in text and 'Requires-Dist: pytest>=7; extra == "dev"' in text

@@ -106,11 +106,14 @@ def test_statuses_move_forward_and_failures_keep_the_error(tmp_path):
 
 
 def test_failing_training_marks_the_run_failed_and_raises(tmp_path):
-    from quantnb.data.db import UnknownSymbolError
-    with pytest.raises(UnknownSymbolError):
+    with pytest.raises(ValueError, match='no daily bars for 688981'):   # a code the database lacks: refused before a run exists
         run_training(model='gru', symbols='688981', epochs=1, out_dir=str(tmp_path), progress=False)
+    assert TrainingManager.list_runs(tmp_path) == []
+    with pytest.raises(ValueError, match='no_such_run'):                # fails once the run has started
+        run_training(model='gru', symbols='600519', epochs=1, seq_len=30, pretrained='no_such_run', out_dir=str(tmp_path), progress=False)
     (meta,) = TrainingManager.list_runs(tmp_path)
-    assert meta['status'] == 'failed' and '688981' in meta['error']
+    assert meta['status'] == 'failed' and 'no_such_run' in meta['error']
+    assert not (tmp_path / meta['run_name'] / 'run.lock').exists()      # a failed run releases its lock
 
 
 def test_passwords_are_masked_in_everything_written(tmp_path):

@@ -116,9 +116,12 @@ def test_papermill_against_mariadb(tmp_path, mysql_sample_url):
 
 def test_a_failing_papermill_run_is_marked_failed_and_exits_non_zero(tmp_path):
     r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'symbols', '688981', *QUICK)
+    assert r.returncode != 0 and 'no daily bars for 688981' in r.stderr + r.stdout
+    assert TrainingManager.list_runs(tmp_path / 'out') == []          # refused before a run directory exists
+    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'pretrained', 'no_such_run', *QUICK)
     assert r.returncode != 0
     run = only_run(tmp_path)
-    assert run.metadata['status'] == 'failed' and "'688981'" in run.metadata['error']
+    assert run.metadata['status'] == 'failed' and "'no_such_run'" in run.metadata['error']
 
 
 def test_bad_parameters_fail_before_any_run_exists(tmp_path):

@@ -4,14 +4,15 @@
 
 # %% ../../nbs/14_train.pipeline.ipynb 4
 from __future__ import annotations
-import dataclasses, json, os
+import dataclasses, json, os, re
 from pathlib import Path
 from typing import Any
 
 import numpy as np, pandas as pd
 import torch
 
-from ..core import Params, default_db_url, mask_url, patch_to, read_json, set_seed
+from ..core import (Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, read_json,
+                          set_seed)
 from ..data.datasets import TASKS, DatasetBundle, Normalizer, load_datasets, make_dataloaders
 from ..data.db import parse_symbols
 from ..data.features import feature_names
@@ -20,11 +21,12 @@ from ..pretrain import MASKS, MaskedMSELoss, MaskedPretrainer, MaskedWindows, re
 from ..transfer import PretrainedCheckError, load_pretrained, resolve_checkpoint, verify_pretrained
 from .evaluate import (direction_confusion, evaluate_predictions, metrics_table, plot_attention,
                                     plot_confusion, plot_loss_curves, plot_predictions, predictions_record)
-from .runs import TrainingManager
+from .runs import TrainingManager, check_run_name
 from .trainer import Trainer, TrainingArgs
 
 # %% auto 0
-__all__ = ['RUN_TASKS', 'TrainParams', 'TrainingRun', 'papermill_output_path', 'run_training']
+__all__ = ['RUN_TASKS', 'TrainParams', 'check_symbol_text', 'default_threads', 'TrainingRun', 'stored_symbols',
+           'papermill_output_path', 'run_training']
 
 # %% ../../nbs/14_train.pipeline.ipynb 6
 @dataclasses.dataclass
@@ -32,6 +34,7 @@ class TrainParams(Params):
     model: str = 'gru'                 # see quantnb.models.core.list_models()
     symbols: str = '600519'            # comma-separated codes, or 'all' (every stock in the database)
     db_url: str = ''                   # '' : $QUANTNB_DB_URL, else the embedded SQLite sample
+    db: str = ''                       # a named connection ($QUANTNB_DB_URL_NAME or $QUANTNB_HOME/config)
     feature_set: str = 'basic11'       # basic11 | ta45 | all | comma-separated feature names
     seq_len: int = 60
     horizon: int = 7
@@ -41,7 +44,7 @@ class TrainParams(Params):
     lr: float = 1e-3
     preset: str = ''                   # model size preset ('' : the model's defaults)
     seed: int = 42
-    out_dir: str = 'out'
+    out_dir: str = ''                  # '' : $QUANTNB_OUT, else out/
     resume: str = ''                   # name of a run to continue from its latest checkpoint
     pretrained: str = ''               # run or checkpoint whose backbone initialises the model
     run_name: str = ''                 # '' : {symbol}_{model}_{timestamp}
@@ -67,9 +70,11 @@ class TrainParams(Params):
     keep_checkpoints: int = 3          # newest checkpoint-* directories kept besides best/ (0: keep all)
     on_nonfinite: str = 'stop'         # a NaN/inf loss: 'stop' the run (failed, naming the batch) or 'skip' the batch
     progress: bool = True
+    threads: int = 0                   # torch threads; 0 : default_threads()
 
     def __post_init__(self):
         self.coerce(skip=('symbols',))   # symbols: parse_symbols takes an int, a list or text
+        check_symbol_text(self.symbols)
         self.symbols = ','.join(self.symbol_list())
         self.validate()
 
@@ -77,7 +82,31 @@ class TrainParams(Params):
         "The symbols as six-digit codes."
         return parse_symbols(self.symbols)
 
-# %% ../../nbs/14_train.pipeline.ipynb 8
+# %% ../../nbs/14_train.pipeline.ipynb 7
+_CODE = re.compile(r'[A-Za-z0-9]{1,16}')
+
+def check_symbol_text(symbols) -> None:
+    "Refuse symbols given as text that are not codes: digits short of six (`60051`), paths, non-ASCII digits."
+    if not isinstance(symbols, str): return   # papermill's integers are padded on purpose
+    for s in (s.strip() for s in symbols.split(',')):
+        if s.isdigit() and s.isascii() and len(s) < 6:
+            raise ValueError(f'symbols: {s!r} is not a six-digit code (write {s.zfill(6)} if that is the stock)')
+        if s and not _CODE.fullmatch(s.split('.')[0] if re.fullmatch(r'\d{6}\.[A-Za-z]{2}', s) else s):
+            raise ValueError(f'symbols: {s!r} is not a stock code (ASCII letters and digits, e.g. 600519 or sh600519)')
+
+def default_threads() -> int:
+    "Torch threads for one run: `$OMP_NUM_THREADS` if set, else the physical cores less one (for the rest), 1 to 4."
+    env = os.environ.get('OMP_NUM_THREADS', '').strip()
+    if env.isdigit() and int(env) > 0: return int(env)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    try:   # physical cores: distinct (package, core) pairs; hyperthreads share one
+        info = Path('/proc/cpuinfo').read_text().split('\n\n')
+        cores = len({(re.search(r'physical id\s*:\s*(\d+)', b)[1], re.search(r'core id\s*:\s*(\d+)', b)[1])
+                     for b in info if 'core id' in b and 'physical id' in b}) or usable
+    except (OSError, TypeError): cores = usable
+    return max(1, min(4, min(cores, usable) - 1))
+
+# %% ../../nbs/14_train.pipeline.ipynb 9
 @patch_to(TrainParams)
 def validate(self) -> None:
     "Raise `ValueError` naming the first bad parameter."
@@ -102,7 +131,13 @@ def validate(self) -> None:
     if not isinstance(kwargs, dict): raise ValueError(f'model_kwargs must be a JSON object, got {self.model_kwargs!r}')
     if self.db_url and mask_url(self.db_url) != self.db_url:
         raise ValueError('db_url carries a password, which papermill would write into the executed notebook; '
-                         'set QUANTNB_DB_URL in the environment instead (quantnb train --db_url does this for you)')
+                         'use a named connection instead: quantnb db connect NAME URL, then db=NAME')
+    if self.db:
+        check_connection_name(self.db)
+        if self.db_url: raise ValueError(f'give db={self.db!r} or db_url, not both')
+    for name in ('run_name', 'resume'):
+        if getattr(self, name): check_run_name(getattr(self, name))
+    if self.threads < 0: raise ValueError(f'threads={self.threads} must be 0 (automatic) or more')
     TrainingArgs(**self._training_kwargs())   # its own range checks (precision, loss, ...)
 
 RUN_TASKS = TASKS + ('pretrain',)
@@ -121,7 +156,7 @@ def training_args(self) -> TrainingArgs:
     "The trainer's arguments."
     return TrainingArgs(**self._training_kwargs())
 
-# %% ../../nbs/14_train.pipeline.ipynb 11
+# %% ../../nbs/14_train.pipeline.ipynb 12
 class TrainingRun:
     "One training run: `start`, `prepare_data`, `build_model`, `train`, `evaluate`, `plot`, `finish`."
     def __init__(self, params: TrainParams | dict):
@@ -129,10 +164,12 @@ class TrainingRun:
         self.manager: TrainingManager | None = None
         self.bundle: DatasetBundle | None = None
         self.model = self.trainer = self.results = self.record = None
-        self.resuming = False
+        self.resuming = self.extending = False
 
     @property
-    def db_url(self) -> str: return self.params.db_url or default_db_url()
+    def db_url(self) -> str:
+        "The database: `db_url`, else the named connection `db`, else the configured default."
+        return self.params.db_url or (connection_url(self.params.db) if self.params.db else default_db_url())
 
     @property
     def masked(self) -> bool: return self.params.task == 'pretrain' and self.params.pretext == 'masked'
@@ -142,27 +179,104 @@ class TrainingRun:
 
     def __repr__(self): return f'TrainingRun({self.manager.run_name if self.manager else "not started"}, model={self.params.model})'
 
-# %% ../../nbs/14_train.pipeline.ipynb 13
+# %% ../../nbs/14_train.pipeline.ipynb 14
+def stored_symbols(symbols: list[str], url: str) -> list[str]:
+    "`symbols` checked against the database (`['all']`: every stored stock); a `ValueError` names the missing ones."
+    from quantnb.data.db import StockDataLoader
+    stored = StockDataLoader(url).list_symbols()
+    if symbols == ['all']:
+        if not stored: raise ValueError(f'symbols=all: {mask_url(url)} holds no daily bars; import some (quantnb db import)')
+        return stored
+    missing = [s for s in symbols if s not in stored]
+    if missing:
+        shown = ', '.join(stored[:12]) + (f', ... ({len(stored)} in all)' if len(stored) > 12 else '')
+        raise ValueError(f'symbols: no daily bars for {", ".join(missing)} in {mask_url(url)}; '
+                         f'stored: {shown or "none"}')
+    return symbols
+
 @patch_to(TrainingRun)
-def start(self) -> TrainingManager:
-    "Create or open the run directory and record the configuration; status becomes `preparing`."
+def check_inputs(self, epochs_given: bool | None = None) -> None:
+    "Before anything is created: symbols stored (`all` expanded), the window shorter than the data, `resume` possible."
     p = self.params
     if p.resume:
-        self.manager = TrainingManager.load_run(p.resume, p.out_dir)
+        self._check_resume(epochs_given)
+        return
+    symbols = stored_symbols(p.symbol_list(), self.db_url)
+    p.symbols = ','.join(symbols)
+    from quantnb.data.db import StockDataLoader
+    bars = StockDataLoader(self.db_url).load_many(symbols, p.start_date or None, p.end_date or None, adjust=None)
+    days = bars.groupby(level='symbol').size()
+    need = p.seq_len + p.horizon + 1
+    if days.max() < need:
+        dates = bars.loc[days.idxmax()].index
+        span = f'{days.idxmax()}, {dates.min():%Y-%m-%d}..{dates.max():%Y-%m-%d}'
+        raise ValueError(f'seq_len={p.seq_len} is longer than the data: one window and its {p.horizon}-day target need '
+                         f'{need} trading days, and the longest history ({span}) holds {days.max()}')
+
+# %% ../../nbs/14_train.pipeline.ipynb 16
+_DEFAULT_EPOCHS = TrainParams.epochs
+
+@patch_to(TrainingRun)
+def _check_resume(self, extend: bool | None = None) -> TrainingManager:
+    "The run to resume, if it can be; `extend` (default: `epochs` differs from its default): raise its epochs."
+    p = self.params
+    m = TrainingManager.load_run(p.resume, p.out_dir)
+    status = m.metadata['status']
+    if not (m.run_dir/'config.json').exists():
+        raise ValueError(f'run {m.run_name} ({status}) ended before it recorded its parameters; start a new run')
+    saved = m.load_config()['params']
+    args = m.load_training_args() if (m.run_dir/'model'/'training_args.json').exists() else {}
+    trained = args.get('total_epochs_trained') or 0
+    extend = p.epochs != _DEFAULT_EPOCHS if extend is None else extend
+    self.extending = extend and p.epochs != saved['epochs']
+    if self.extending and p.epochs <= trained:
+        raise ValueError(f'epochs={p.epochs}: run {m.run_name} has already trained {trained} epochs')
+    if status == 'completed' and args.get('stopped_early'):
+        raise ValueError(f'run {m.run_name} is already completed: it stopped early after epoch {trained} '
+                         '(no better val_loss), and more epochs would stop at once; start a new run instead')
+    if status == 'completed' and trained >= saved['epochs'] and not self.extending:
+        raise ValueError(f'run {m.run_name} is already completed ({trained} epochs); to train it longer, ask for more: '
+                         f'--resume {m.run_name} --epochs {trained + 10}')
+    return m
+
+@patch_to(TrainingRun)
+def extend_epochs(self, m: TrainingManager) -> None:
+    "Raise the run's recorded `epochs` to `params.epochs` (the check above has passed)."
+    config = m.load_config()
+    before = config['params']['epochs']
+    if self.params.epochs == before: return
+    config['params']['epochs'] = config['epochs'] = self.params.epochs
+    added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
+    m.save_config({k: v for k, v in config.items() if k not in added})
+    m.save_training_log(f'epochs raised from {before} to {self.params.epochs}')
+
+# %% ../../nbs/14_train.pipeline.ipynb 18
+@patch_to(TrainingRun)
+def start(self) -> TrainingManager:
+    "Check the inputs, create or open the run directory, lock it, record the configuration; status `preparing`."
+    import torch
+    p = self.params
+    if p.resume:
+        self.manager = self._check_resume()
+        self.manager.acquire_lock()
+        if self.extending: self.extend_epochs(self.manager)
         saved = self.manager.load_config()['params']
-        keep = {k: getattr(p, k) for k in ('device', 'progress', 'out_dir')}
+        keep = {k: getattr(p, k) for k in ('device', 'progress', 'out_dir', 'threads')}
         self.params = p = TrainParams.from_dict({**saved, **keep, 'resume': p.resume, 'run_name': self.manager.run_name})
         self.resuming = True
         self.manager.save_training_log(f'resuming run {self.manager.run_name}')
     elif reserved := TrainingManager.open_reserved(p.run_name, p.out_dir, hint=f'use resume={p.run_name!r} to continue it'):
+        self.check_inputs()
         self.manager = reserved
+        self.manager.acquire_lock()
     else:
-        if p.symbol_list() == ['all']:
-            from quantnb.data.db import StockDataLoader
-            p.symbols = ','.join(StockDataLoader(self.db_url).list_symbols())
+        self.check_inputs()
         symbols = p.symbol_list()
         self.manager = TrainingManager(symbols[0] if len(symbols) == 1 else symbols, p.model, p.out_dir,
                                        run_name=p.run_name or None, data_source=mask_url(self.db_url))
+        self.manager.acquire_lock()
+    p.threads = p.threads or default_threads()
+    torch.set_num_threads(p.threads)
     self.manager.fail_on_exception()
     self.manager._update_metadata(task=p.task, data_source=mask_url(self.db_url), stock_symbol=p.symbol_list() if len(p.symbol_list()) > 1 else p.symbol_list()[0])
     if not self.resuming:
@@ -170,7 +284,7 @@ def start(self) -> TrainingManager:
     self.manager.update_status('preparing')
     return self.manager
 
-# %% ../../nbs/14_train.pipeline.ipynb 14
+# %% ../../nbs/14_train.pipeline.ipynb 19
 @patch_to(TrainingRun)
 def prepare_data(self) -> DatasetBundle:
     "Load bars, build features, targets, split and windows; record the dataset description in `config.json`."
@@ -183,8 +297,8 @@ def prepare_data(self) -> DatasetBundle:
     meta = self.bundle.meta()
     sizes = {k: v['samples'] for k, v in meta['segments'].items()}
     m.save_training_log(f'datasets: {len(meta["feature_names"])} features, seq_len {p.seq_len}, samples {sizes}, split {meta["split"]}')
-    if not self.resuming:
-        config = m.load_config()
+    config = m.load_config()
+    if not self.resuming or 'data' not in config:
         config['data'] = {k: v for k, v in meta.items() if k != 'normalizer'}
         m.save_config({k: v for k, v in config.items() if k not in ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')})
     return self.bundle
@@ -228,7 +342,7 @@ def _transfer(self):
     m._update_metadata(pretrained_from=p.pretrained, pretrained_verdict=verification.verdict, transfer_fraction=report.fraction_loaded)
     self.transfer_report, self.verification = report, verification
 
-# %% ../../nbs/14_train.pipeline.ipynb 16
+# %% ../../nbs/14_train.pipeline.ipynb 21
 @patch_to(TrainingRun)
 def train(self) -> dict:
     "Fit (or resume) the model; checkpoints and metrics go into the run as they happen."
@@ -243,7 +357,11 @@ def train(self) -> dict:
     self.loaders = loaders
     self.trainer = Trainer(self.model, loaders['train'], loaders['val'], p.training_args(), m, task=self.data_task, loss_fn=loss_fn)
     m.update_status('training')
-    self.training_summary = self.trainer.fit(resume=self.resuming)
+    resume = self.resuming and m.latest_checkpoint() is not None
+    if self.resuming and not resume:   # killed before its first checkpoint: nothing to continue from
+        m.save_training_log('no checkpoint to resume from: training from the start')
+        m.truncate_metrics(after_epoch=0)
+    self.training_summary = self.trainer.fit(resume=resume)
     return self.training_summary
 
 @patch_to(TrainingRun)
@@ -286,7 +404,7 @@ def results_table(self):
                                             **{f'baseline: {k}': v['masked_mse'] for k, v in self.results['baselines'].items()}}})
     return metrics_table(self.results)
 
-# %% ../../nbs/14_train.pipeline.ipynb 18
+# %% ../../nbs/14_train.pipeline.ipynb 23
 @patch_to(TrainingRun)
 def plot(self) -> dict:
     "Loss curves, predicted vs realised, the direction confusion matrix and (attention_lstm) the attention heatmap, saved in `plots/`."
@@ -371,7 +489,7 @@ def papermill_output_path() -> Path | None:
     notebooks = [a.decode() for a in args if a.endswith(b'.ipynb')]
     return Path(notebooks[1]) if len(notebooks) >= 2 and any(b'papermill' in a for a in args) else None
 
-# %% ../../nbs/14_train.pipeline.ipynb 20
+# %% ../../nbs/14_train.pipeline.ipynb 25
 def run_training(**params) -> TrainingRun:
     "Validate `params`, then start, prepare, build, train, evaluate, plot and finish one run."
     run = TrainingRun(TrainParams.from_dict(params))

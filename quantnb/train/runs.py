@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09_train.runs.ipynb 4
 from __future__ import annotations
-import collections, contextlib, datetime as dt, json, math, traceback
+import collections, contextlib, datetime as dt, json, math, os, re, traceback
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -13,19 +13,22 @@ import pandas as pd
 from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_file, write_json
 
 # %% auto 0
-__all__ = ['STATUSES', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'mask_secrets', 'RunNotFoundError', 'RunFileError',
-           'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager', 'lower_is_better', 'headline_metrics',
-           'best_baseline', 'winner', 'versus_baseline', 'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
+__all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'mask_secrets', 'RunNotFoundError',
+           'check_run_name', 'RunFileError', 'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager',
+           'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner', 'versus_baseline',
+           'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
 
 # %% ../../nbs/09_train.runs.ipynb 5
-STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed')
+STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed', 'interrupted')
 _ALLOWED = {   # status -> statuses it may move to; a failed or interrupted run may be resumed
-    'initialized': {'preparing', 'training', 'failed'},
-    'preparing': {'training', 'failed'},
-    'training': {'preparing', 'training', 'completed', 'failed'},   # preparing again: an interrupted run resumed
+    'initialized': {'preparing', 'training', 'failed', 'interrupted'},
+    'preparing': {'training', 'failed', 'interrupted'},
+    'training': {'preparing', 'training', 'completed', 'failed', 'interrupted'},   # preparing: a killed run resumed
     'failed': {'preparing', 'training', 'failed'},
-    'completed': {'completed'},
+    'interrupted': {'preparing', 'training', 'failed', 'interrupted'},   # Ctrl-C: resumable
+    'completed': {'completed', 'preparing'},   # preparing again: a finished run trained for more epochs
 }
+ENDED = ('completed', 'failed', 'interrupted')   # statuses after which the run's lock is released
 
 def _now() -> str: return dt.datetime.now().isoformat(timespec='seconds')
 
@@ -44,6 +47,15 @@ def _symbol_part(stock_symbol) -> str:
 
 class RunNotFoundError(LookupError):
     "No run directory with that name."
+
+_SAFE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,199}')
+
+def check_run_name(name: str) -> str:
+    "`name` if it is one safe path component (letters, digits, `.`, `_`, `-`; no `..`), else a `ValueError`."
+    if not _SAFE_NAME.fullmatch(str(name)) or '..' in str(name):
+        raise ValueError(f'run name {str(name)!r} is not allowed: use letters, digits, ".", "_" and "-" only '
+                         '(one directory name inside out_dir, no "/" or "..")')
+    return str(name)
 
 # %% ../../nbs/09_train.runs.ipynb 7
 class RunFileError(ValueError):
@@ -82,6 +94,7 @@ class TrainingManager:
     def __init__(self, stock_symbol: str | Sequence[str] | None, model_type: str, output_dir: str | Path | None = None,
                  run_name: str | None = None, data_source: str | None = None, _existing: Path | None = None):
         self.output_dir = Path(output_dir or default_out_dir())
+        self._lock_fd = None   # set while this process holds the run's lock
         if _existing is not None:
             self.run_dir = _existing
             self.run_name = _existing.name
@@ -104,11 +117,11 @@ class TrainingManager:
     def _claim(self, run_name: str | None) -> Path:
         "Create the run directory with an atomic mkdir; on a same-second clash append -2, -3, ..."
         if run_name:
-            path = self.output_dir/run_name
+            path = self.output_dir/check_run_name(run_name)
             path.mkdir()   # an existing name is an error: runs are never overwritten
             return path
         stamp = dt.datetime.now().strftime('%Y%m%d_%H%M%S')
-        base = '_'.join(p for p in (_symbol_part(self.stock_symbol), self.model_type, stamp) if p)
+        base = check_run_name('_'.join(p for p in (_symbol_part(self.stock_symbol), self.model_type, stamp) if p))
         for i in range(1, 10_000):
             path = self.output_dir/(base if i == 1 else f'{base}-{i}')
             try:
@@ -170,7 +183,9 @@ def update_status(self, status: str, error: str | None = None, **fields) -> dict
     extra = {'error': mask_url(error)} if error else {}
     self.save_training_log(f'status: {status}' + (f' ({mask_url(error).splitlines()[-1] if error.strip() else error})' if error else ''),
                            level='ERROR' if status == 'failed' else 'INFO')
-    return self._update_metadata(status=status, status_history=history, **extra, **fields)
+    meta = self._update_metadata(status=status, status_history=history, **extra, **fields)
+    if status in ENDED: self.release_lock()
+    return meta
 
 @patch_to(TrainingManager)
 def save_config(self, config: dict) -> Path:
@@ -376,12 +391,89 @@ def fail_on_exception(self) -> bool:
     except NameError: return False
     manager = self
     def handler(shell, etype, value, tb, tb_offset=None):
-        with contextlib.suppress(Exception): manager.update_status('failed', error=''.join(traceback.format_exception(etype, value, tb)))
+        with contextlib.suppress(Exception):
+            if issubclass(etype, KeyboardInterrupt): manager.update_status('interrupted')
+            else: manager.update_status('failed', error=''.join(traceback.format_exception(etype, value, tb)))
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
-    ip.set_custom_exc((Exception,), handler)
+    ip.set_custom_exc((Exception, KeyboardInterrupt), handler)
     return True
 
 # %% ../../nbs/09_train.runs.ipynb 23
+LOCK_NAME = 'run.lock'
+
+try: import fcntl
+except ImportError: fcntl = None   # Windows: no flock; the lock is then advisory, judged by its pid alone
+
+def _flock(fd: int, flags: int) -> None:
+    "`flock`, or (without it) a `BlockingIOError` when the file names a live process other than this one."
+    if fcntl is not None: return fcntl.flock(fd, flags)
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode(errors='replace').strip()
+    if text.isdigit() and int(text) != os.getpid() and _alive(int(text)): raise BlockingIOError(text)
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OSError): return True
+    return True
+
+class RunLockedError(RuntimeError):
+    "Another live process holds the run's lock."
+
+def _lock_pid(path: Path) -> int | None:
+    try: text = path.read_text().strip()
+    except OSError: return None
+    return int(text) if text.isdigit() else None
+
+@patch_to(TrainingManager)
+def lock_owner(self) -> int | None:
+    "Pid of the live process holding this run's lock; `None` when the run is free (no lock, or a stale one)."
+    path = self.run_dir/LOCK_NAME
+    try: fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError: return None
+    try:
+        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB if fcntl else 0)   # granted only when nobody holds it exclusively
+        _flock(fd, fcntl.LOCK_UN if fcntl else 0)
+        return None
+    except BlockingIOError: return _lock_pid(path) or -1
+    finally: os.close(fd)
+
+# %% ../../nbs/09_train.runs.ipynb 24
+@patch_to(TrainingManager)
+def acquire_lock(self) -> bool:
+    "Take the run's lock (taking over a stale one); `RunLockedError` if a live process holds it, unless our parent."
+    if self._lock_fd is not None: return True
+    path = self.run_dir/LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if fcntl else 0)
+        except BlockingIOError:
+            os.close(fd)
+            owner = _lock_pid(path)
+            if owner == os.getppid() and str(owner) == os.environ.get('QUANTNB_RUN_LOCK_HOLDER'):
+                return False   # `quantnb train` holds it for the kernel it started
+            raise RunLockedError(f'run {self.run_name} is in use by process {owner or "?"}; '
+                                 'wait for it to finish (or stop it), then try again') from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino: break
+        os.close(fd)   # the holder removed the file while we opened it: lock the new one
+    stale = _lock_pid(path)
+    os.ftruncate(fd, 0); os.write(fd, f'{os.getpid()}\n'.encode()); os.fsync(fd)
+    self._lock_fd = fd
+    if stale and stale != os.getpid():
+        self.save_training_log(f'took over the stale lock of process {stale}, which has ended')
+    return True
+
+# %% ../../nbs/09_train.runs.ipynb 25
+@patch_to(TrainingManager)
+def release_lock(self) -> None:
+    "Remove the lock file and drop the lock, if this process holds it."
+    if self._lock_fd is None: return
+    with contextlib.suppress(OSError): os.unlink(self.run_dir/LOCK_NAME)   # gone, or a read-only run directory
+    os.close(self._lock_fd)
+    self._lock_fd = None
+
+# %% ../../nbs/09_train.runs.ipynb 29
 LOWER_IS_BETTER = frozenset({'mae', 'rmse', 'mape', 'masked_mse', 'max_drawdown', 'volatility'})
 HEADLINE_METRICS = (('mae', 'direction_accuracy', 'ic'),                 # regression
                     ('accuracy', 'macro_f1', 'ic'),                       # classification
@@ -427,7 +519,7 @@ def versus_baseline(results: dict, metric: str) -> str:
     verdict = 'a tie' if who == 'tie' else f'{who} wins'
     return f'{metric} {value:.4g} (best baseline {name} {score:.4g}: {verdict})'
 
-# %% ../../nbs/09_train.runs.ipynb 26
+# %% ../../nbs/09_train.runs.ipynb 32
 def describe_symbols(symbols, limit: int = 1) -> str:
     "`600519`, `3 stocks` or, with a `limit` of codes to name, `3 stocks: 600519, 000001, 000002`."
     if symbols is None: return ''
@@ -443,7 +535,7 @@ def run_kind(meta: dict) -> str:
     if meta.get('pretrained_from'): return 'fine-tune'
     return '' if meta.get('task') in (None, 'regression') else str(meta['task'])
 
-# %% ../../nbs/09_train.runs.ipynb 28
+# %% ../../nbs/09_train.runs.ipynb 34
 def _baseline_columns(run_dir: Path, meta: dict) -> dict:
     "The best baseline on the run's headline metric and who wins, as table columns (empty when there are no results)."
     if not meta.get('eval_metrics'): return {}
