@@ -83,9 +83,9 @@ def parse_db_url(url: str):
     from sqlalchemy.engine import make_url
     try: return make_url(url)
     except Exception: pass
-    raise ValueError('the database URL cannot be parsed (not shown: it may hold a password); write '
-                     'dialect+driver://user:password@host:port/database, e.g. mysql+pymysql://quant:PASS@127.0.0.1:3306/kline '
-                     '(percent-encode special characters in the password) or sqlite:////path/to/file.sqlite')
+    raise ValueError('the database URL cannot be parsed (not shown: it may hold a password); write it as '
+                     'mysql+pymysql://USER@HOST:3306/DATABASE (a password goes after the user, USER:PASSWORD@, '
+                     'percent-encoded) or sqlite:////path/to/file.sqlite')
 
 # %% ../nbs/00_core.ipynb 15
 @contextlib.contextmanager

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01_data.db.ipynb 4
 from __future__ import annotations
-import contextlib, datetime as dt, os, re
+import atexit, contextlib, datetime as dt, os, re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -143,6 +143,10 @@ def describe_db_error(error: BaseException, url: str | None = None) -> str:
                 f'write lock for more than {sqlite_busy_timeout():g} s; try again when it has finished '
                 '(or raise $QUANTNB_SQLITE_TIMEOUT)')
     return f'{mask_url(url) + ": " if url else ""}{text}'
+
+@atexit.register
+def _dispose_engines():   # a clean close lets SQLite fold its write-ahead log back into the file and remove it
+    for engine in _engines.values(): engine.dispose()
 
 def get_engine(url: str | None = None) -> Engine:
     "The (cached) SQLAlchemy engine for `url`, or for the configured default database."

@@ -20,10 +20,10 @@ from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_store
 log = logging.getLogger(__name__)
 
 # %% auto 0
-__all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'DATE_ALIASES',
-           'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem', 'ImportValidationError', 'parse_dates',
-           'validate_kline', 'read_kline_csv', 'read_stock_basic_csv', 'FileImport', 'import_file', 'import_paths',
-           'sample_files', 'load_sample']
+__all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'IMPORT_HELP',
+           'DATE_ALIASES', 'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem', 'ImportValidationError',
+           'parse_dates', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv', 'FileImport', 'import_file',
+           'import_paths', 'sample_files', 'load_sample']
 
 # %% ../../nbs/02_data.importer.ipynb 6
 VENDOR_KLINE_COLUMNS = {'股票代码': 'symbol', '股票名称': 'name', '交易日期': 'trade_date', '开盘价': 'open',
@@ -33,6 +33,23 @@ REQUIRED_KLINE_COLUMNS = ['symbol', 'trade_date', 'open', 'high', 'low', 'close'
 REQUIRED_BASIC_COLUMNS = ['ts_code', 'symbol', 'name']
 _ENCODINGS = ('utf-8-sig', 'gb18030')
 DATE_FORMATS = ('%Y-%m-%d', '%Y/%m/%d', '%Y%m%d')
+IMPORT_HELP = """Import daily bars or a stock list into the database; each file is checked whole and written in one
+transaction (a bad file writes nothing; the others still import).
+
+quantnb stores A-share daily bars only: a symbol is a 6-digit exchange code (600519, sh600519 or
+600519.SH, ASCII digits). A file with any other ticker (AAPL) is refused as a whole.
+
+Accepted files (.csv or .csv.gz, UTF-8 or GB18030/GBK), recognised by their header:
+  plain daily bars   symbol,trade_date,open,high,low,close,volume
+                     optional: pre_close,amount,float_market_cap,total_market_cap
+                     ('date' is accepted instead of 'trade_date'; prices in CNY, volume in shares)
+  vendor daily bars  股票代码,股票名称,交易日期,开盘价,... (a banner line before it is fine)
+  stock list         ts_code,symbol,name[,area,industry,market,list_date] (Tushare stock_basic)
+Dates: 2023-01-04, 2023/01/04 or 20230104.
+
+A file that would change bars already stored is refused (the error names the line, the stored and
+the new values) unless --replace is given. Jumps no trading day can make (an unadjusted split)
+are imported with a warning; `quantnb db check` lists them."""
 DATE_ALIASES = {'date': 'trade_date'}
 _UNREADABLE = (EOFError, zlib.error, OSError)   # a truncated or corrupt .gz (gzip.BadGzipFile is an OSError)
 
