@@ -324,11 +324,11 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
 
 def _too_few_samples(days, usable, n, removed, no_target, seq_len, horizon, gap_days) -> str:
     "Which condition removed the rows, when too few trading days are left to split."
-    return (f'{days} trading days with a usable sample ({usable} of {n} bars) are too few to split with a {gap_days}-day gap '
-            f'(at least {3 * (gap_days + 1)} needed); removed: {removed["short"]} bars with fewer than seq_len={seq_len} '
-            f'bars of their stock before them, {removed["undefined"]} bars with undefined features (zero-volume days or '
-            f'missing values; `quantnb db check` lists them) and the windows that contain them, {no_target} bars without '
-            f'a future return (the last {horizon} of each stock)')
+    return (f'{days} trading days with a usable sample ({usable} of {n} bars) are too few to split with a '
+            f'{gap_days}-day gap (at least {3 * (gap_days + 1)} needed); removed: {removed["short"]} bars with '
+            f'fewer than seq_len={seq_len} bars of their stock before them, {removed["undefined"]} bars with '
+            'undefined features (zero-volume days or missing values; `quantnb db check` lists them) and the '
+            f'windows that contain them, {no_target} bars without a future return (the last {horizon} of each stock)')
 
 def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
     "Features of `bars` (one stock or a `(symbol, trade_date)` panel), then `datasets_from_features`."

@@ -102,12 +102,13 @@ def check_db_url(url: str) -> sa.engine.URL:
         backend = parsed.get_backend_name()
         if backend in ('mysql', 'mariadb'):
             fixed = mask_url(parsed.set(drivername=f'{backend}+pymysql').render_as_string(hide_password=False))
-            raise ValueError(f'{mask_url(url)}: the {parsed.get_driver_name()!r} driver is not installed ({e.name or e}); '
-                             f'write {fixed} (quantnb uses PyMySQL)') from None
+            raise ValueError(f'{mask_url(url)}: the {parsed.get_driver_name()!r} driver is not installed '
+                             f'({e.name or e}); write {fixed} (quantnb uses PyMySQL)') from None
         raise ValueError(f'{mask_url(url)}: the {parsed.drivername!r} driver is not installed ({e.name or e}); '
                          f'quantnb supports {SUPPORTED_URLS}') from None
-    except Exception as e:   # an unknown dialect name
-        raise ValueError(f'{mask_url(url)}: unknown database kind {parsed.drivername!r}; quantnb supports {SUPPORTED_URLS}') from None
+    except Exception:   # an unknown dialect name
+        raise ValueError(f'{mask_url(url)}: unknown database kind {parsed.drivername!r}; '
+                         f'quantnb supports {SUPPORTED_URLS}') from None
     return parsed
 
 # %% ../../nbs/01_data.db.ipynb 17
@@ -155,7 +156,8 @@ def get_engine(url: str | None = None) -> Engine:
         backend = check_db_url(url).get_backend_name()
         if url == f'sqlite:///{default_db_path()}': _ensure_default_database(default_db_path())
         if backend == 'sqlite': _engines[url] = _sqlite_engine(url)
-        elif backend in ('mysql', 'mariadb'): _engines[url] = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+        elif backend in ('mysql', 'mariadb'):
+            _engines[url] = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
         else: _engines[url] = sa.create_engine(url)
     return _engines[url]
 
@@ -439,9 +441,10 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
     with np.errstate(divide='ignore', invalid='ignore'): move = df['close'].to_numpy() / reference - 1
     out = []
     for i in np.flatnonzero(same & (np.abs(move) > jump_limit)):
+        source = 'pre_close' if np.isfinite(pre[i]) else 'previous close'
         out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='jump',
-                        detail=f'close {df.close.iat[i]:g} is {move[i]:+.0%} from {"pre_close" if np.isfinite(pre[i]) else "previous close"} '
-                               f'{reference[i]:g} (unadjusted split or bad price?)'))
+                        detail=f'close {df.close.iat[i]:g} is {move[i]:+.0%} from {source} {reference[i]:g} '
+                               '(unadjusted split or bad price?)'))
     for i in np.flatnonzero(df['volume'].to_numpy() == 0):
         out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='zero_volume',
                         detail='volume 0: a suspended day stored as a bar'))
@@ -466,7 +469,8 @@ def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, star
     return out.sort_values(['symbol', 'trade_date', 'problem'], ignore_index=True)
 
 @patch_to(StockDataLoader)
-def check(self, symbols: Iterable[str] | None = None, jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS) -> pd.DataFrame:
+def check(self, symbols: Iterable[str] | None = None, jump_limit: float = JUMP_LIMIT,
+          min_rows: int = MIN_ROWS) -> pd.DataFrame:
     "`suspicious_bars` of this database (all symbols, or `symbols`)."
     with self._connect() as conn:
         return suspicious_bars(conn, None if symbols is None else [normalize_symbol(s) for s in _as_list(symbols)],

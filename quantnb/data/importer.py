@@ -86,7 +86,8 @@ def sniff_format(path: str | Path) -> FileFormat:
         cols = [c.strip() for c in line.split(',')]
         if '股票代码' in cols and '交易日期' in cols: return FileFormat('kline', i, enc, VENDOR_KLINE_COLUMNS)
         if 'ts_code' in cols: return FileFormat('stock_basic', i, enc, {c: c for c in cols})
-        if 'symbol' in cols and ('trade_date' in cols or 'date' in cols): return FileFormat('kline', i, enc, _plain_columns(cols))
+        if 'symbol' in cols and ('trade_date' in cols or 'date' in cols):
+            return FileFormat('kline', i, enc, _plain_columns(cols))
     if not any(lines): raise ImportValidationError(path, [ImportProblem(1, None, 'file is empty')])
     raise ImportValidationError(path, [ImportProblem(
         None, None, 'unrecognised header in lines 1-2; expected a vendor header (股票代码,交易日期,...), '
@@ -152,12 +153,13 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
     symbols = raw['symbol'].astype('string').str.strip()
     bad_symbol = ~symbols.fillna('').map(is_valid_symbol).astype(bool)
     problems += _problems_where(bad_symbol, lines, 'symbol',
-                                lambda i: f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or 600519.SH '
-                                          '(quantnb stores A-share daily bars only)')
+                                lambda i: f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or '
+                                          '600519.SH (quantnb stores A-share daily bars only)')
     date_text = raw['trade_date'].astype('string').str.strip()
     dates = parse_dates(date_text)
     problems += _problems_where(dates.isna(), lines, 'trade_date',
-                                lambda i: f'{date_text.iloc[i]!r} is not a date (write 2023-01-04, 2023/01/04 or 20230104)')
+                                lambda i: f'{date_text.iloc[i]!r} is not a date '
+                                          '(write 2023-01-04, 2023/01/04 or 20230104)')
 
     numbers, num_problems = _parse_numbers(raw, lines, _POSITIVE + _OPTIONAL_POSITIVE + _NON_NEGATIVE, required=_POSITIVE + ['volume'])
     problems += num_problems
@@ -184,7 +186,7 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
 CHUNK_ROWS = 50_000
 _MAX_PROBLEMS = 1000   # problems kept per file (all are counted)
 
-def _text_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS) -> Iterable[tuple[pd.DataFrame, np.ndarray]]:
+def _text_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS):
     "Chunks of all columns as text, renamed to table names, with each row's line number in the file."
     first = fmt.header_line + 1
     try:
@@ -201,7 +203,8 @@ def _text_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS) -> I
     except pd.errors.ParserError as e:
         raise ImportValidationError(path, [ImportProblem(None, None, f'not a well-formed CSV: {e}')]) from None
     except UnicodeDecodeError as e:
-        raise ImportValidationError(path, [ImportProblem(None, None, f'not {fmt.encoding} text after line {first}: {e}')]) from None
+        problem = ImportProblem(None, None, f'not {fmt.encoding} text after line {first}: {e}')
+        raise ImportValidationError(path, [problem]) from None
     except FileNotFoundError: raise
     except _UNREADABLE as e: raise _unreadable(path, e) from None
 
@@ -275,9 +278,9 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     for c in ('name', 'market', 'industry', 'area'):
         if c not in raw: continue
         limit, text = stock_basic_info.c[c].type.length, raw[c].fillna('').str.strip()
-        problems += _problems_where(text.str.len() > limit, lines, c,
-                                    lambda i, text=text, limit=limit: f'{text.iat[i][:20]!r}... is {len(text.iat[i])} characters; '
-                                                                      f'the column holds at most {limit}')
+        def too_long(i, text=text, limit=limit):
+            return f'{text.iat[i][:20]!r}... is {len(text.iat[i])} characters; the column holds at most {limit}'
+        problems += _problems_where(text.str.len() > limit, lines, c, too_long)
     if problems: raise ImportValidationError(path, sorted(problems, key=lambda p: p.line or 0))
     out = pd.DataFrame({'symbol': parts[0], 'ts_code': ts_code, 'name': raw['name'].str.strip(), 'exchange': parts[1]})
     for c in ('market', 'industry', 'area'):
@@ -307,10 +310,12 @@ class FileImport:
 
     def __str__(self):
         if not self.ok: return f'FAILED {self.error}'
-        counts = f'{self.new_rows} new, {self.changed_rows} {"replaced" if self.replaced else "changed"}, {self.unchanged_rows} unchanged'
+        changed = 'replaced' if self.replaced else 'changed'
+        counts = f'{self.new_rows} new, {self.changed_rows} {changed}, {self.unchanged_rows} unchanged'
         out = [f'ok     {self.path}: {self.kind}, {self.rows} rows ({counts}), {len(self.symbols)} symbol(s)']
         out += [f'       replaced {r}' for r in self.replaced]
-        if self.changed_rows > len(self.replaced): out.append(f'       ... and {self.changed_rows - len(self.replaced)} more replaced')
+        more = self.changed_rows - len(self.replaced)
+        if self.replaced and more: out.append(f'       ... and {more} more replaced')
         return '\n'.join(out + [f'       warning: {w}' for w in self.warnings])
 
 _SHOWN_REPLACED = 20
@@ -346,11 +351,14 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
             log.warning('%s: replaced %s', path, text)
             if len(result.replaced) < _SHOWN_REPLACED: result.replaced.append(text)
         upsert_frame(conn, stock_kline_data, bars.loc[bars.status != 'unchanged', ['symbol', 'trade_date'] + columns])
-        result.rows += len(bars); result.new_rows += int((bars.status == 'new').sum()); result.changed_rows += len(changed)
+        result.rows += len(bars)
+        result.new_rows += int((bars.status == 'new').sum())
+        result.changed_rows += len(changed)
         symbols |= set(df['symbol'])
         first = min(first, df.trade_date.min()) if first is not None else df.trade_date.min()
         last = max(last, df.trade_date.max()) if last is not None else df.trade_date.max()
-    if total: raise ImportValidationError(path, sorted(problems, key=lambda p: (p.line or 0, p.field or '')), total=total)
+    if total:
+        raise ImportValidationError(path, sorted(problems, key=lambda p: (p.line or 0, p.field or '')), total=total)
     result.symbols = sorted(symbols)
     jumps = suspicious_bars(conn, result.symbols, first, last).query('problem == "jump"')
     result.warnings = [f'{r.symbol} {r.trade_date:%Y-%m-%d}: {r.detail}' for r in jumps.itertuples()]
@@ -378,7 +386,8 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
         else: out.append(p)
     return out
 
-def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None, replace: bool = False) -> list[FileImport]:
+def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
+                 replace: bool = False) -> list[FileImport]:
     "Import files and directories (their *.csv / *.csv.gz); a bad file is reported and skipped, the rest still land."
     engine = init_db(url)
     results = []
