@@ -17,7 +17,8 @@ from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_store
                              is_valid_symbol, normalize_symbol, stock_basic_info, stock_kline_data, suspicious_bars,
                              upsert_frame)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
+log.addHandler(logging.NullHandler())
 
 # %% auto 0
 __all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'IMPORT_HELP',
