@@ -221,9 +221,19 @@ def _date_keys(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     keys = np.where(ok, pd.to_numeric(df['symbol'].where(ok, '0')).to_numpy('int64') * 100_000 + days, -1)
     return keys, ok
 
+def _earlier_duplicates(seen: list, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Which `keys` an earlier chunk holds, and the line it held each on; `seen`: one (sorted keys, lines) per chunk."
+    hit, first = np.zeros(len(keys), bool), np.zeros(len(keys), 'int64')
+    for sorted_keys, lines in seen:           # no growing concatenation: about 12 bytes per row are kept
+        pos = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+        found = ~hit & (sorted_keys[pos] == keys)
+        hit |= found
+        first[found] = lines[pos[found]]
+    return hit, first
+
 def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS):
     "Typed, checked chunks of a kline file with a `_line` column, and each chunk's problems."
-    seen_keys, seen_lines, rows = np.empty(0, 'int64'), np.empty(0, 'int64'), 0
+    seen, rows = [], 0
     for raw, lines in _text_chunks(path, fmt, chunk_rows):
         df, problems = validate_kline(raw, lines)
         if problems and problems[0].line is None:   # a missing column: no row can be checked
@@ -232,13 +242,13 @@ def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS)
         keys, ok = _date_keys(df)
         ok &= ~df.duplicated(['symbol', 'trade_date']).to_numpy()   # repeats inside the chunk are already reported
         rows_ok = np.flatnonzero(ok)
-        pos = np.searchsorted(seen_keys, keys[rows_ok]).clip(max=max(len(seen_keys) - 1, 0))
-        match = (seen_keys[pos] == keys[rows_ok]) if len(seen_keys) else np.zeros(len(rows_ok), bool)
+        hit, first = _earlier_duplicates(seen, keys[rows_ok])
         problems += [ImportProblem(int(lines[i]), 'trade_date', f'duplicate date {df.trade_date.iat[i]:%Y-%m-%d} for '
-                                   f'{df.symbol.iat[i]} (first on line {seen_lines[j]})')
-                     for i, j in zip(rows_ok[match], pos[match])]
-        order = np.argsort(np.r_[seen_keys, keys[ok]], kind='stable')
-        seen_keys, seen_lines = np.r_[seen_keys, keys[ok]][order], np.r_[seen_lines, lines[ok]][order]
+                                   f'{df.symbol.iat[i]} (first on line {line})')
+                     for i, line in zip(rows_ok[hit], first[hit])]
+        if len(rows_ok):
+            order = np.argsort(keys[rows_ok])
+            seen.append((keys[rows_ok][order], lines[rows_ok][order].astype('int32')))
         yield df.assign(_line=lines), problems
     if rows == 0: yield pd.DataFrame(), [ImportProblem(fmt.header_line, None, 'no data rows after the header')]
 
