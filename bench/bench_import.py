@@ -60,12 +60,15 @@ def main():
         csv = synthetic_csv(Path(tmp) / 'bars.csv', args.rows)
         url = f'sqlite:///{tmp}/bench.sqlite'
         env = {**os.environ, 'PYTHONPATH': args.package_root, 'QUANTNB_HOME': tmp}
-        out = subprocess.run([sys.executable, '-c', CHILD, str(csv), url], capture_output=True, text=True, env=env)
+        out = subprocess.run([sys.executable, '-c', CHILD, str(csv), url], capture_output=True, text=True, env=env,
+                             cwd=tmp)   # not the checkout: `python -c` puts the working directory first on sys.path
         if out.returncode: sys.exit(out.stderr)
+        where = subprocess.run([sys.executable, '-c', 'import quantnb; print(quantnb.__file__)'], capture_output=True,
+                               text=True, env=env, cwd=tmp).stdout.strip()
         result = json.loads(out.stdout)
         size_mb = csv.stat().st_size / 2**20
         grown = result['peak_rss_mb'] - result['rss_before_mb']
-        print(json.dumps(dict(package_root=args.package_root, file_mb=round(size_mb, 1), **result,
+        print(json.dumps(dict(package=where, file_mb=round(size_mb, 1), **result,
                               growth_mb=round(grown, 1), growth_per_file_mb=round(grown / size_mb, 2)), indent=1))
 
 
