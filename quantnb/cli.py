@@ -17,9 +17,9 @@ from .data.db import StockDataLoader, init_db
 from .data.importer import import_paths, load_sample
 
 # %% auto 0
-__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'cause_line', 'error_line', 'db_connect', 'ipc_kernel_manager',
-           'LogFollower', 'train', 'runs_list', 'runs_show', 'runs_compare', 'predict', 'verify', 'build_parser',
-           'main']
+__all__ = ['TRAIN_NOTEBOOK', 'db_init', 'db_import', 'db_info', 'db_check', 'cause_line', 'error_line', 'db_connect',
+           'ipc_kernel_manager', 'LogFollower', 'train', 'runs_list', 'runs_show', 'runs_compare', 'predict', 'verify',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb 5
 def db_init(url: str | None = None, sample: bool = False) -> int:
@@ -33,10 +33,10 @@ def db_init(url: str | None = None, sample: bool = False) -> int:
         print(f'sample loaded: {rows} daily bars of {sum(len(r.symbols) for r in results if r.kind == "kline")} stocks')
     return 0
 
-def db_import(paths: Sequence[str], url: str | None = None) -> int:
+def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False) -> int:
     "Import CSV files or directories; one line per file; exit code 1 when any file failed."
     url = resolve_db_url(url)
-    results = import_paths(paths, url)
+    results = import_paths(paths, url, replace=replace)
     for r in results: print(r)
     failed = sum(not r.ok for r in results)
     print(f'{len(results) - failed} file(s) imported, {failed} failed, into {mask_url(url)}')
@@ -52,9 +52,22 @@ def db_info(url: str | None = None) -> int:
     print(f'symbols: {len(summary)}  rows: {summary["rows"].sum()}  '
           f'dates: {summary["first_date"].min():%Y-%m-%d} .. {summary["last_date"].max():%Y-%m-%d}')
     with pd.option_context('display.width', 120, 'display.max_rows', 200):
-        print(summary.assign(first_date=summary.first_date.dt.strftime('%Y-%m-%d'),
+        print(summary.assign(name=summary['name'].fillna('-'), first_date=summary.first_date.dt.strftime('%Y-%m-%d'),
                              last_date=summary.last_date.dt.strftime('%Y-%m-%d')).to_string())
     return 0
+
+def db_check(url: str | None = None, symbols: str | None = None) -> int:
+    "List suspicious bars (jumps, zero-volume days, too few rows); exit code 1 when any is found."
+    loader = StockDataLoader(url)
+    found = loader.check(symbols.split(',') if symbols else None)
+    print(f'database: {mask_url(loader.url)}')
+    if found.empty:
+        print('no suspicious bars'); return 0
+    counts = found.problem.value_counts()
+    print(f'{len(found)} suspicious: ' + ', '.join(f'{n} {k}' for k, n in counts.items()))
+    with pd.option_context('display.width', 160, 'display.max_rows', 500, 'display.max_colwidth', 100):
+        print(found.assign(trade_date=found.trade_date.dt.strftime('%Y-%m-%d')).to_string(index=False))
+    return 1
 
 # %% ../nbs/90_cli.ipynb 7
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
@@ -345,16 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--url', help=url_help)
     p.add_argument('--sample', action='store_true', help='also load the bundled sample (ten A-share stocks, 2010-2022)')
     p.set_defaults(handler=lambda a: db_init(a.url, a.sample))
-    p = db.add_parser('import', help='import vendor/plain kline CSVs or a stock list (files or directories)')
+    from quantnb.data.importer import IMPORT_HELP
+    p = db.add_parser('import', help='import vendor/plain kline CSVs or a stock list (files or directories)',
+                      description=IMPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('paths', nargs='+', metavar='PATH')
     p.add_argument('--url', help=url_help)
-    p.set_defaults(handler=lambda a: db_import(a.paths, a.url))
+    p.add_argument('--replace', action='store_true', help='let a file change stored bars (vendors restate history); '
+                                                          'each replaced bar is listed')
+    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace))
     p = db.add_parser('info', help='symbols, rows and date ranges')
     p.add_argument('--url', help=url_help)
     p.set_defaults(handler=lambda a: db_info(a.url))
     p = db.add_parser('connect', help='store a named connection in $QUANTNB_HOME/config (owner-only); use as --db NAME')
     p.add_argument('name'); p.add_argument('url', help='e.g. mysql+pymysql://user:password@host:3306/db')
     p.set_defaults(handler=lambda a: db_connect(a.name, a.url))
+    p = db.add_parser('check', help='list suspicious bars: jumps no trading day makes, zero-volume days, too few rows')
+    p.add_argument('--url', help=url_help); p.add_argument('--symbols', help='comma-separated (default: all)')
+    p.set_defaults(handler=lambda a: db_check(a.url, a.symbols))
 
     p = commands.add_parser('train', help='train a model: run the training notebook with papermill')
     _add_train_options(p)

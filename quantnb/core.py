@@ -12,10 +12,10 @@ from typing import Any, Iterator
 import numpy as np
 
 # %% auto 0
-__all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'quantnb_home', 'default_db_path', 'default_db_url', 'resolve_db_url', 'default_out_dir',
-           'mask_url', 'atomic_write', 'write_json', 'read_json', 'sha256_file', 'patch_to', 'Params', 'set_seed',
-           'default_device', 'config_path', 'check_connection_name', 'connection_url', 'save_connection', 'scrub_file',
-           'scrub_when_done', 'scrub_after_papermill']
+__all__ = ['PACKAGE_DIR', 'SAMPLE_DIR', 'PASSWORD_QUERY_KEYS', 'quantnb_home', 'default_db_path', 'default_db_url',
+           'resolve_db_url', 'default_out_dir', 'mask_url', 'parse_db_url', 'atomic_write', 'write_json', 'read_json',
+           'sha256_file', 'patch_to', 'Params', 'set_seed', 'default_device', 'config_path', 'check_connection_name',
+           'connection_url', 'save_connection', 'scrub_file', 'scrub_when_done', 'scrub_after_papermill']
 
 # %% ../nbs/00_core.ipynb 6
 PACKAGE_DIR = Path(str(resources.files('quantnb')))
@@ -42,13 +42,53 @@ def default_out_dir() -> Path:
     return Path(os.environ.get('QUANTNB_OUT') or 'out')
 
 # %% ../nbs/00_core.ipynb 9
-_url_password = re.compile(r'(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@)')
+_SCHEME = r'[a-zA-Z][a-zA-Z0-9+.\-]*://'
+_url_password = re.compile(                  # user:password@ -- the last @ of a token, else the first @ on the line
+    rf'(?P<head>{_SCHEME}[^:/@\n]*?:)(?:(?P<password>[^\s]*)@|(?P<spaced>[^@\n]*?)@)')
+_query_password = re.compile(r'(?P<head>[?&;](?:password|passwd|pwd)=)(?P<password>[^&#\n\'"]*)', re.IGNORECASE)
+_url_candidate = re.compile(rf'{_SCHEME}[^\n]*')
+PASSWORD_QUERY_KEYS = ('password', 'passwd', 'pwd')
+
+def _hide(m: re.Match) -> str:
+    password = m['password'] if m['password'] is not None else m['spaced']
+    return m['head'] + ('***' if password else '') + '@'
+
+def _parsed_passwords(text: str) -> set[str]:
+    "Passwords SQLAlchemy finds in the URLs of `text` (user part and query), raw and percent-encoded."
+    from sqlalchemy.engine import make_url
+    from urllib.parse import quote, quote_plus
+    found = set()
+    for m in _url_candidate.finditer(text):
+        for candidate in {m[0], m[0].split()[0]}:
+            try: url = make_url(candidate)
+            except Exception: continue
+            values = [url.password] + [v for k, v in url.query.items() if k.lower() in PASSWORD_QUERY_KEYS]
+            for v in values:
+                for one in (v if isinstance(v, tuple) else (v,)):
+                    if one: found |= {str(one), quote(str(one), safe=''), quote_plus(str(one))}
+    return found
 
 def mask_url(text: Any) -> str:
-    "`text` with the password of every URL in it replaced by `***`."
-    return _url_password.sub(lambda m: m['head'] + ('***' if m['password'] else '') + m['tail'], str(text))
+    "`text` with the password of every URL in it (user part or `password`/`passwd`/`pwd` query) replaced by `***`."
+    text = str(text)
+    if '://' not in text: return text
+    secrets = _parsed_passwords(text)
+    out = _query_password.sub(lambda m: m['head'] + ('***' if m['password'] else ''), _url_password.sub(_hide, text))
+    for secret in sorted(secrets - {'***'}, key=len, reverse=True):   # only where a password stands: after : or =
+        out = re.sub(rf'(?<=[:=]){re.escape(secret)}(?=[@&#\s]|$)', '***', out)
+    return out
 
 # %% ../nbs/00_core.ipynb 12
+def parse_db_url(url: str):
+    "`url` as a SQLAlchemy `URL`; a `ValueError` that does not repeat the text when it cannot be parsed."
+    from sqlalchemy.engine import make_url
+    try: return make_url(url)
+    except Exception: pass
+    raise ValueError('the database URL cannot be parsed (not shown: it may hold a password); write it as '
+                     'mysql+pymysql://USER@HOST:3306/DATABASE (a password goes after the user, USER:PASSWORD@, '
+                     'percent-encoded) or sqlite:////path/to/file.sqlite')
+
+# %% ../nbs/00_core.ipynb 15
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = 'w', encoding: str | None = 'utf-8') -> Iterator[Any]:
     "Open a temporary file next to `path`; on success rename it over `path`, on error delete it."
@@ -96,7 +136,7 @@ def _json_default(o):   # floats and arrays were converted by `_finite`
     if hasattr(o, 'isoformat'): return o.isoformat()
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
-# %% ../nbs/00_core.ipynb 15
+# %% ../nbs/00_core.ipynb 18
 def patch_to(cls):
     "Decorator: attach the decorated function to `cls` as a method of the same name."
     def attach(fn):
@@ -104,7 +144,7 @@ def patch_to(cls):
         return fn
     return attach
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 21
 class Params:
     "Base for a run's parameter dataclass: `from_dict` refusing unknown names, `coerce` to the declared types, `to_dict`."
     @classmethod
@@ -134,7 +174,7 @@ class Params:
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
-# %% ../nbs/00_core.ipynb 21
+# %% ../nbs/00_core.ipynb 24
 def set_seed(seed: int, deterministic: bool = True) -> int:
     "Seed `random`, NumPy and PyTorch (all devices); optionally ask torch for deterministic kernels."
     import torch
@@ -154,7 +194,7 @@ def default_device(device: str | None = None):
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 27
 import configparser
 
 _CONNECTION_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]{0,63}')
@@ -193,7 +233,7 @@ def save_connection(name: str, url: str) -> Path:
         cfg.write(f)
     return path
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 30
 def scrub_file(path: str | Path) -> bool:
     "Rewrite `path` with every URL password masked; whether anything changed."
     path = Path(path)

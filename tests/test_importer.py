@@ -140,16 +140,26 @@ def test_reimport_changes_nothing(db_with_rows, tmp_path):
     before = table_dump(db_with_rows)
     result = import_file(path, db_with_rows)
     assert (result.rows, result.new_rows) == (3, 0)
+    assert (result.changed_rows, result.unchanged_rows) == (0, 3) and '0 new, 0 changed, 3 unchanged' in str(result)
     assert table_dump(db_with_rows) == before
 
 
-def test_newer_rows_are_appended_and_corrections_replace(db_with_rows, tmp_path):
+def test_a_file_that_changes_stored_bars_is_refused_unless_replace(db_with_rows, tmp_path):
+    "A later file silently overwrote stored bars; now it is refused with the stored and new values, or replaced on request."
     corrected = GOOD_ROWS[2].replace(',900,', ',950,')
     newer = '600000,2022-01-07,10.5,10.8,10.4,10.6,1000,10600,10.5'
-    result = import_file(write(tmp_path / 'newer.csv', [PLAIN_HEADER, corrected, newer]), db_with_rows)
-    assert (result.rows, result.new_rows) == (2, 1)
-    rows = table_dump(db_with_rows)
-    assert len(rows) == 4
+    path = write(tmp_path / 'newer.csv', [PLAIN_HEADER, GOOD_ROWS[1], corrected, newer])
+    before = table_dump(db_with_rows)
+    with pytest.raises(ImportValidationError) as err:
+        import_file(path, db_with_rows)
+    text = str(err.value)
+    assert str(path) in text and "line 3, field 'volume'" in text and 'volume stored 900, new 950' in text and '--replace' in text
+    assert table_dump(db_with_rows) == before
+    result = import_file(path, db_with_rows, replace=True)
+    assert (result.rows, result.new_rows, result.changed_rows, result.unchanged_rows) == (3, 1, 1, 1)
+    assert result.replaced == ['600000 2022-01-06 (line 3): volume 900 -> 950']
+    assert '1 new, 1 replaced, 1 unchanged' in str(result)
+    assert len(table_dump(db_with_rows)) == 4
     bars = StockDataLoader(db_with_rows).load_kline_data('600000', adjust=None)
     assert bars.volume.tolist() == [1000, 1200, 950, 1000]
 
@@ -215,3 +225,87 @@ def test_a_stock_list_is_not_read_as_bars(tmp_path):
         read_kline_csv(SAMPLE_DIR / 'stock_basic.csv.gz')
     with pytest.raises(ImportValidationError, match='kline file, not a stock list'):
         read_stock_basic_csv(SAMPLE_DIR / 'sh600519.csv.gz')
+
+
+# --- what a plain file may hold: A-share codes only, three date spellings, `date` for `trade_date` ---------
+
+@pytest.mark.parametrize('written', ['2022-01-04', '2022/01/04', '20220104'])
+def test_each_documented_date_format_is_read(tmp_path, written):
+    bars = read_kline_csv(write(tmp_path / 'd.csv', [PLAIN_HEADER, GOOD_ROWS[0].replace('2022-01-04', written)]))
+    assert bars.trade_date.tolist() == [pd.Timestamp('2022-01-04')]
+
+
+@pytest.mark.parametrize('written', ['04/01/2022', '2022.01.04', 'Jan 4 2022', '2022-1-4x'])
+def test_other_date_spellings_are_refused_with_what_to_write(tmp_path, written):
+    with pytest.raises(ImportValidationError) as err:
+        read_kline_csv(write(tmp_path / 'd.csv', [PLAIN_HEADER, GOOD_ROWS[0].replace('2022-01-04', written)]))
+    assert f"line 2, field 'trade_date': {written!r} is not a date (write 2023-01-04, 2023/01/04 or 20230104)" in str(err.value)
+
+
+def test_a_date_column_is_read_as_trade_date(empty_db_url, tmp_path):
+    path = write(tmp_path / 'dated.csv', [PLAIN_HEADER.replace('trade_date', 'date'), *GOOD_ROWS])
+    result = import_file(path, empty_db_url)
+    assert (result.rows, result.new_rows) == (3, 3)
+    assert StockDataLoader(empty_db_url).load_kline_data('600000', adjust=None).index[0] == pd.Timestamp('2022-01-04')
+
+
+@pytest.mark.parametrize('symbol', ['６００５１９', '\u0666\u0660\u0660\u0665\u0661\u0669', 'sh６００５１９', 'AAPL'])
+def test_only_ascii_six_digit_codes_are_symbols(db_with_rows, tmp_path, symbol):
+    path = write(tmp_path / 'wide.csv', [PLAIN_HEADER, GOOD_ROWS[0].replace('600000', symbol)])
+    before = table_dump(db_with_rows)
+    with pytest.raises(ImportValidationError, match='is not an A-share code'):
+        import_file(path, db_with_rows)
+    assert table_dump(db_with_rows) == before
+
+
+# --- a corrupt .gz is one bad file; large files are read in chunks ----------------------------------------
+
+@pytest.mark.parametrize('damage', ['truncated', 'corrupt'])
+def test_a_damaged_gzip_fails_that_file_alone(empty_db_url, tmp_path, damage):
+    data = (SAMPLE_DIR / 'sh600519.csv.gz').read_bytes()
+    bad = tmp_path / 'a_bad.csv.gz'
+    if damage == 'truncated': bad.write_bytes(data[:len(data) // 2])
+    else: bad.write_bytes(data[:200] + bytes(b ^ 0x5A for b in data[200:400]) + data[400:])
+    results = import_paths([bad, SAMPLE_DIR / 'sz300750.csv.gz'], empty_db_url)
+    assert [r.ok for r in results] == [False, True]
+    assert str(bad) in results[0].error and 'truncated or corrupt' in results[0].error
+    assert StockDataLoader(empty_db_url).list_symbols() == ['300750']
+
+
+def test_chunks_keep_line_numbers_duplicates_and_all_or_nothing(empty_db_url, tmp_path):
+    days = pd.bdate_range('2001-01-01', periods=250)
+    rows = [f'600000,{d:%Y-%m-%d},10,11,9,10,100,1000,10' for d in days]
+    good = write(tmp_path / 'good.csv', [PLAIN_HEADER, *rows])
+    pd.testing.assert_frame_equal(read_kline_csv(good, chunk_rows=40), read_kline_csv(good))
+    rows[230] = rows[12]                                   # a date of chunk 1 repeated in chunk 6
+    rows[200] = rows[200].replace(',11,9,', ',9,11,')      # and a bad row in chunk 6
+    with pytest.raises(ImportValidationError) as err:
+        import_file(write(tmp_path / 'bad.csv', [PLAIN_HEADER, *rows]), empty_db_url, chunk_rows=40)
+    text = str(err.value)
+    assert "line 202, field 'high'" in text and "line 232, field 'trade_date'" in text and '(first on line 14)' in text
+    assert table_dump(empty_db_url) == []
+
+
+def test_a_stock_name_longer_than_its_column_fails_the_same_on_both_backends(empty_db_url, tmp_path):
+    header = 'ts_code,symbol,name,area,industry,market,list_date'
+    path = write(tmp_path / 'basic.csv', [header, f'600519.SH,600519,{"茅" * 70},贵州,白酒,主板,20010827'])
+    with pytest.raises(ImportValidationError) as err:
+        import_file(path, empty_db_url)
+    assert "line 2, field 'name'" in str(err.value) and 'is 70 characters; the column holds at most 64' in str(err.value)
+    assert table_dump(empty_db_url, 'stock_basic_info') == []
+
+
+# --- suspicious jumps ------------------------------------------------------------------------------------
+
+def test_an_unadjusted_split_is_imported_with_a_warning_naming_the_date(empty_db_url, tmp_path, caplog):
+    rows = ['600000,2022-01-04,100,105,98,102,1000,102000,',
+            '600000,2022-01-05,10.2,10.6,10.1,10.4,12000,124800,',   # a 10-for-1 split, no pre_close
+            '600000,2022-01-06,10.4,10.7,10.3,10.5,9000,94500,']
+    with caplog.at_level('WARNING', logger='quantnb.data.importer'):
+        result = import_file(write(tmp_path / 'split.csv', [PLAIN_HEADER, *rows]), empty_db_url)
+    assert result.ok and result.rows == 3
+    assert len(result.warnings) == 1 and result.warnings[0].startswith('600000 2022-01-05: close 10.4 is -90%')
+    assert '2022-01-05' in caplog.text and 'warning: 600000 2022-01-05' in str(result)
+    adjusted = '600000,2022-01-05,10.2,10.6,10.1,10.4,12000,124800,10.2'   # the exchange's ex-rights pre_close: fine
+    ok = import_file(write(tmp_path / 'ok.csv', [PLAIN_HEADER, rows[0], adjusted]), empty_db_url, replace=True)
+    assert ok.warnings == []

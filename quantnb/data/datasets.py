@@ -288,6 +288,7 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
     bad_before = np.r_[0, np.cumsum(incomplete)]                     # bad rows among rows[:i]
     start = rows - seq_len + 1
     window_ok = (start >= stock_start) & (bad_before[rows + 1] - bad_before[np.maximum(start, 0)] == 0)
+    removed = dict(short=int((start < stock_start).sum()), undefined=int(incomplete.sum()))   # for the message below
     del incomplete, bad_before, start, stock_start
 
     close = bars['close'].to_numpy(np.float64)
@@ -300,6 +301,11 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
         targets = np.where(has_target, labels, -1).astype(np.int64)
     del stock_end
 
+    if split is None:
+        usable_days = len(np.unique(dates[window_ok & has_target]))
+        if usable_days < 3 * (gap_days + 1):
+            raise ValueError(_too_few_samples(usable_days, int((window_ok & has_target).sum()), n, removed,
+                                              int((~has_target).sum()), seq_len, horizon, gap_days))
     split = split or chronological_split(dates[window_ok & has_target], train, val, gap_days)
     if split.gap_days < horizon: raise ValueError(f'split.gap_days={split.gap_days} is shorter than horizon={horizon}')
 
@@ -315,6 +321,14 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
     return DatasetBundle(**datasets, feature_names=list(features.columns), seq_len=seq_len, horizon=horizon, task=task,
                          split=split, normalizer=normalizer, symbol_codes=codes, symbol_names=[str(x) for x in names],
                          dates=dates, close=close, flat_threshold=flat_threshold)
+
+def _too_few_samples(days, usable, n, removed, no_target, seq_len, horizon, gap_days) -> str:
+    "Which condition removed the rows, when too few trading days are left to split."
+    return (f'{days} trading days with a usable sample ({usable} of {n} bars) are too few to split with a '
+            f'{gap_days}-day gap (at least {3 * (gap_days + 1)} needed); removed: {removed["short"]} bars with '
+            f'fewer than seq_len={seq_len} bars of their stock before them, {removed["undefined"]} bars with '
+            'undefined features (zero-volume days or missing values; `quantnb db check` lists them) and the '
+            f'windows that contain them, {no_target} bars without a future return (the last {horizon} of each stock)')
 
 def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
     "Features of `bars` (one stock or a `(symbol, trade_date)` panel), then `datasets_from_features`."

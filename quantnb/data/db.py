@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01_data.db.ipynb 4
 from __future__ import annotations
-import contextlib, datetime as dt, os, re
+import atexit, contextlib, datetime as dt, os, re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -12,13 +12,15 @@ import numpy as np, pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..core import default_db_path, mask_url, resolve_db_url
+from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db_url
 
 # %% auto 0
-__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'ADJUSTMENTS',
-           'normalize_symbol', 'is_valid_symbol', 'parse_symbols', 'as_datetime64', 'as_date', 'get_engine', 'init_db',
-           'upsert_frame', 'count_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
-           'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader']
+__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'SUPPORTED_URLS',
+           'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_valid_symbol',
+           'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'DatabaseLockedError', 'sqlite_busy_timeout',
+           'describe_db_error', 'get_engine', 'init_db', 'upsert_frame', 'count_stored', 'compare_stored',
+           'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
+           'DatabaseNotInitialisedError', 'StockDataLoader', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -55,7 +57,8 @@ KLINE_VALUE_COLUMNS = [c.name for c in stock_kline_data.columns if not c.primary
 PRICE_COLUMNS = ['open', 'high', 'low', 'close', 'pre_close']
 
 # %% ../../nbs/01_data.db.ipynb 8
-_symbol_forms = re.compile(r'^(?:(?:sh|sz|bj)(?P<a>\d{6})|(?P<b>\d{6})(?:\.(?:sh|sz|bj))?)$', re.IGNORECASE)
+_symbol_forms = re.compile(r'^(?:(?:sh|sz|bj)(?P<a>[0-9]{6})|(?P<b>[0-9]{6})(?:\.(?:sh|sz|bj))?)$',
+                           re.IGNORECASE | re.ASCII)
 
 def normalize_symbol(symbol: str | int) -> str:
     "Bare 6-digit code for `600519`, `sh600519`, `600519.SH` (any case); other text is returned stripped."
@@ -72,7 +75,7 @@ def parse_symbols(symbols: str | int | Sequence) -> list[str]:
     raw = list(symbols) if isinstance(symbols, (list, tuple)) else str(symbols).split(',') if isinstance(symbols, str) else [symbols]
     def one(s):
         s = s.strip() if isinstance(s, str) else s
-        return normalize_symbol(int(s) if isinstance(s, str) and s.isdigit() and len(s) < 6 else s)
+        return normalize_symbol(int(s) if isinstance(s, str) and s.isascii() and s.isdigit() and len(s) < 6 else s)
     return [one(s) for s in raw if str(s).strip()]
 
 # %% ../../nbs/01_data.db.ipynb 11
@@ -89,15 +92,73 @@ def as_date(value, name: str = 'date') -> dt.date | None:
     except (ValueError, TypeError): raise ValueError(f'{name}={value!r} is not a date; use YYYY-MM-DD') from None
 
 # %% ../../nbs/01_data.db.ipynb 14
+SUPPORTED_URLS = 'sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST:3306/DATABASE'
+
+def check_db_url(url: str) -> sa.engine.URL:
+    "Parse `url` and check that its driver can be loaded; a one-line `ValueError` naming what to write instead."
+    parsed = parse_db_url(url)
+    try: parsed.get_dialect().import_dbapi()
+    except ImportError as e:
+        backend = parsed.get_backend_name()
+        if backend in ('mysql', 'mariadb'):
+            fixed = mask_url(parsed.set(drivername=f'{backend}+pymysql').render_as_string(hide_password=False))
+            raise ValueError(f'{mask_url(url)}: the {parsed.get_driver_name()!r} driver is not installed '
+                             f'({e.name or e}); write {fixed} (quantnb uses PyMySQL)') from None
+        raise ValueError(f'{mask_url(url)}: the {parsed.drivername!r} driver is not installed ({e.name or e}); '
+                         f'quantnb supports {SUPPORTED_URLS}') from None
+    except Exception:   # an unknown dialect name
+        raise ValueError(f'{mask_url(url)}: unknown database kind {parsed.drivername!r}; '
+                         f'quantnb supports {SUPPORTED_URLS}') from None
+    return parsed
+
+# %% ../../nbs/01_data.db.ipynb 17
+SQLITE_BUSY_TIMEOUT_S = 60.0
 _engines: dict[str, Engine] = {}
+
+class DatabaseLockedError(RuntimeError):
+    "Another process held the SQLite database's write lock for longer than the busy timeout."
+
+def sqlite_busy_timeout() -> float:
+    "Seconds a writer waits for SQLite's lock: `$QUANTNB_SQLITE_TIMEOUT` or `SQLITE_BUSY_TIMEOUT_S`."
+    return float(os.environ.get('QUANTNB_SQLITE_TIMEOUT') or SQLITE_BUSY_TIMEOUT_S)
+
+def _sqlite_engine(url: str) -> Engine:
+    timeout = sqlite_busy_timeout()
+    engine = sa.create_engine(url, connect_args=dict(timeout=timeout))
+    @sa.event.listens_for(engine, 'connect')
+    def _wal(dbapi_conn, _):
+        cur = dbapi_conn.cursor()
+        cur.execute(f'PRAGMA busy_timeout = {int(timeout * 1000)}')
+        if not url.endswith(':memory:') and url not in ('sqlite://', 'sqlite:///'):
+            cur.execute('PRAGMA journal_mode = WAL')
+        cur.close()
+    return engine
+
+def describe_db_error(error: BaseException, url: str | None = None) -> str:
+    "One line for a database error: the driver's message without the SQL, the URL masked."
+    if isinstance(error, DatabaseLockedError): return str(error)
+    orig = getattr(error, 'orig', None) or error
+    text = mask_url(str(orig).splitlines()[0] if str(orig).strip() else type(orig).__name__)
+    if 'database is locked' in text:
+        return (f'{mask_url(url) if url else "the SQLite database"} is locked: another process (an import?) held its '
+                f'write lock for more than {sqlite_busy_timeout():g} s; try again when it has finished '
+                '(or raise $QUANTNB_SQLITE_TIMEOUT)')
+    return f'{mask_url(url) + ": " if url else ""}{text}'
+
+@atexit.register
+def _dispose_engines():   # a clean close lets SQLite fold its write-ahead log back into the file and remove it
+    for engine in _engines.values(): engine.dispose()
 
 def get_engine(url: str | None = None) -> Engine:
     "The (cached) SQLAlchemy engine for `url`, or for the configured default database."
     url = resolve_db_url(url)
     if url not in _engines:
+        backend = check_db_url(url).get_backend_name()
         if url == f'sqlite:///{default_db_path()}': _ensure_default_database(default_db_path())
-        kwargs = dict(pool_pre_ping=True, pool_recycle=3600) if url.startswith(('mysql', 'mariadb')) else {}
-        _engines[url] = sa.create_engine(url, **kwargs)
+        if backend == 'sqlite': _engines[url] = _sqlite_engine(url)
+        elif backend in ('mysql', 'mariadb'):
+            _engines[url] = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+        else: _engines[url] = sa.create_engine(url)
     return _engines[url]
 
 def _as_engine(url_or_engine: str | Engine | None) -> Engine:
@@ -132,7 +193,7 @@ def _ensure_default_database(path: Path):
             os.replace(tmp, path)
         finally: tmp.unlink(missing_ok=True)
 
-# %% ../../nbs/01_data.db.ipynb 16
+# %% ../../nbs/01_data.db.ipynb 19
 def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str]):
     keys = [c.name for c in table.primary_key.columns]
     updates = [c for c in columns if c not in keys]
@@ -170,7 +231,7 @@ def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows
     for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
     return len(records)
 
-# %% ../../nbs/01_data.db.ipynb 18
+# %% ../../nbs/01_data.db.ipynb 21
 def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     "How many rows of `df` have a primary key already stored in `table` (`df` holds the key columns)."
     keys = [c.name for c in table.primary_key.columns]
@@ -183,7 +244,32 @@ def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     if 'trade_date' in keys: stored['trade_date'] = as_datetime64(stored['trade_date'])
     return len(df[keys].merge(stored, on=keys))
 
-# %% ../../nbs/01_data.db.ipynb 20
+# %% ../../nbs/01_data.db.ipynb 23
+def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    "`df`'s bars with `status` (new/changed/unchanged), `changed` (column names) and `stored_<col>` values."
+    t = stock_kline_data
+    columns = [c for c in (columns or KLINE_VALUE_COLUMNS) if c in df]
+    out = df.reset_index(drop=True).copy()
+    out['status'], out['changed'] = 'new', ''
+    if df.empty: return out
+    q = (sa.select(t.c.symbol, t.c.trade_date, *[t.c[c] for c in columns])
+         .where(t.c.symbol.in_(df['symbol'].unique().tolist()),
+                t.c.trade_date.between(df['trade_date'].min().date(), df['trade_date'].max().date())))
+    stored = _read_frame(conn, q).rename(columns={c: f'stored_{c}' for c in columns})
+    out = out.merge(stored, on=['symbol', 'trade_date'], how='left', indicator=True)
+    known = (out.pop('_merge') == 'both').to_numpy()
+    diff = np.zeros((len(out), len(columns)), bool)
+    for j, c in enumerate(columns):
+        new, old = out[c].to_numpy(float), out[f'stored_{c}'].to_numpy(float)
+        same = (np.isnan(new) & np.isnan(old)) | np.isclose(new, old, rtol=1e-12, atol=0.0)
+        diff[:, j] = known & ~same
+    changed = diff.any(axis=1)
+    out.loc[known, 'status'] = 'unchanged'
+    out.loc[changed, 'status'] = 'changed'
+    out.loc[changed, 'changed'] = [','.join(np.array(columns)[row]) for row in diff[changed]]
+    return out
+
+# %% ../../nbs/01_data.db.ipynb 25
 ADJUSTMENTS = ('qfq', 'hfq', None)
 
 def _check_adjust(adjust):
@@ -211,7 +297,7 @@ def adjust_prices(df: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
     out['adj_factor'] = factor
     return out
 
-# %% ../../nbs/01_data.db.ipynb 23
+# %% ../../nbs/01_data.db.ipynb 28
 class UnknownSymbolError(LookupError):
     "A requested symbol has no rows in `stock_kline_data`."
 
@@ -221,7 +307,7 @@ class EmptyRangeError(LookupError):
 class DatabaseNotInitialisedError(RuntimeError):
     "The database has no quantnb tables."
 
-# %% ../../nbs/01_data.db.ipynb 24
+# %% ../../nbs/01_data.db.ipynb 29
 class StockDataLoader:
     "Read daily bars and stock information from a quantnb database (default: the embedded SQLite sample)."
     def __init__(self, url: str | None = None):
@@ -336,3 +422,56 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
     for c in columns:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
+
+# %% ../../nbs/01_data.db.ipynb 40
+JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
+MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
+
+def _bars_for_check(conn: Connection, symbols: Sequence[str]) -> pd.DataFrame:
+    t = stock_kline_data
+    q = (sa.select(t.c.symbol, t.c.trade_date, t.c.close, t.c.pre_close, t.c.volume)
+         .where(t.c.symbol.in_(list(symbols))).order_by(t.c.symbol, t.c.trade_date))
+    return _read_frame(conn, q)
+
+def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict]:
+    same = df['symbol'].eq(df['symbol'].shift()).to_numpy()
+    prev_close = df['close'].shift().to_numpy()
+    pre = df['pre_close'].to_numpy()
+    reference = np.where(np.isfinite(pre) & (pre > 0), pre, prev_close)
+    with np.errstate(divide='ignore', invalid='ignore'): move = df['close'].to_numpy() / reference - 1
+    out = []
+    for i in np.flatnonzero(same & (np.abs(move) > jump_limit)):
+        source = 'pre_close' if np.isfinite(pre[i]) else 'previous close'
+        out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='jump',
+                        detail=f'close {df.close.iat[i]:g} is {move[i]:+.0%} from {source} {reference[i]:g} '
+                               '(unadjusted split or bad price?)'))
+    for i in np.flatnonzero(df['volume'].to_numpy() == 0):
+        out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='zero_volume',
+                        detail='volume 0: a suspended day stored as a bar'))
+    for sym, n in df.groupby('symbol').size().items():
+        if n < min_rows:
+            out.append(dict(symbol=sym, trade_date=df.trade_date[df.symbol == sym].max(), problem='few_rows',
+                            detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
+    return out
+
+def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
+                    jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
+    "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."
+    t = stock_kline_data
+    if symbols is None: symbols = [r[0] for r in conn.execute(sa.select(t.c.symbol).distinct().order_by(t.c.symbol))]
+    symbols, rows = sorted(set(symbols)), []
+    for i in range(0, len(symbols), batch):
+        rows += _suspicious(_bars_for_check(conn, symbols[i:i + batch]), jump_limit, min_rows)
+    out = pd.DataFrame(rows, columns=['symbol', 'trade_date', 'problem', 'detail'])
+    start, end = as_date(start, 'start'), as_date(end, 'end')
+    if start: out = out[(out.trade_date >= pd.Timestamp(start)) | (out.problem == 'few_rows')]
+    if end: out = out[(out.trade_date <= pd.Timestamp(end)) | (out.problem == 'few_rows')]
+    return out.sort_values(['symbol', 'trade_date', 'problem'], ignore_index=True)
+
+@patch_to(StockDataLoader)
+def check(self, symbols: Iterable[str] | None = None, jump_limit: float = JUMP_LIMIT,
+          min_rows: int = MIN_ROWS) -> pd.DataFrame:
+    "`suspicious_bars` of this database (all symbols, or `symbols`)."
+    with self._connect() as conn:
+        return suspicious_bars(conn, None if symbols is None else [normalize_symbol(s) for s in _as_list(symbols)],
+                               jump_limit=jump_limit, min_rows=min_rows)

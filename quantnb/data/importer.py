@@ -4,7 +4,7 @@
 
 # %% ../../nbs/02_data.importer.ipynb 4
 from __future__ import annotations
-import dataclasses, glob
+import dataclasses, glob, logging, zlib
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -13,13 +13,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..core import SAMPLE_DIR, mask_url
-from .db import (KLINE_VALUE_COLUMNS, as_datetime64, count_stored, init_db, is_valid_symbol, normalize_symbol,
-                             stock_basic_info, stock_kline_data, upsert_frame)
+from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error, init_db,
+                             is_valid_symbol, normalize_symbol, stock_basic_info, stock_kline_data, suspicious_bars,
+                             upsert_frame)
+
+log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
+log.addHandler(logging.NullHandler())
 
 # %% auto 0
-__all__ = ['VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'FileFormat', 'sniff_format',
-           'ImportProblem', 'ImportValidationError', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv',
-           'FileImport', 'import_file', 'import_paths', 'sample_files', 'load_sample']
+__all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'IMPORT_HELP',
+           'DATE_ALIASES', 'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem', 'ImportValidationError',
+           'parse_dates', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv', 'FileImport', 'import_file',
+           'import_paths', 'sample_files', 'load_sample']
 
 # %% ../../nbs/02_data.importer.ipynb 6
 VENDOR_KLINE_COLUMNS = {'股票代码': 'symbol', '股票名称': 'name', '交易日期': 'trade_date', '开盘价': 'open',
@@ -28,12 +33,36 @@ VENDOR_KLINE_COLUMNS = {'股票代码': 'symbol', '股票名称': 'name', '交�
 REQUIRED_KLINE_COLUMNS = ['symbol', 'trade_date', 'open', 'high', 'low', 'close', 'volume']
 REQUIRED_BASIC_COLUMNS = ['ts_code', 'symbol', 'name']
 _ENCODINGS = ('utf-8-sig', 'gb18030')
+DATE_FORMATS = ('%Y-%m-%d', '%Y/%m/%d', '%Y%m%d')
+IMPORT_HELP = """Import daily bars or a stock list into the database; each file is checked whole and written in one
+transaction (a bad file writes nothing; the others still import).
+
+quantnb stores A-share daily bars only: a symbol is a 6-digit exchange code (600519, sh600519 or
+600519.SH, ASCII digits). A file with any other ticker (AAPL) is refused as a whole.
+
+Accepted files (.csv or .csv.gz, UTF-8 or GB18030/GBK), recognised by their header:
+  plain daily bars   symbol,trade_date,open,high,low,close,volume
+                     optional: pre_close,amount,float_market_cap,total_market_cap
+                     ('date' is accepted instead of 'trade_date'; prices in CNY, volume in shares)
+  vendor daily bars  股票代码,股票名称,交易日期,开盘价,... (a banner line before it is fine)
+  stock list         ts_code,symbol,name[,area,industry,market,list_date] (Tushare stock_basic)
+Dates: 2023-01-04, 2023/01/04 or 20230104.
+
+A file that would change bars already stored is refused (the error names the line, the stored and
+the new values) unless --replace is given. Jumps no trading day can make (an unadjusted split)
+are imported with a warning; `quantnb db check` lists them."""
+DATE_ALIASES = {'date': 'trade_date'}
+_UNREADABLE = (EOFError, zlib.error, OSError)   # a truncated or corrupt .gz (gzip.BadGzipFile is an OSError)
 
 class FileFormat(NamedTuple):
     kind: str         # 'kline' or 'stock_basic'
     header_line: int  # 1-based line number of the header
     encoding: str
     columns: dict     # file column -> table column
+
+def _unreadable(path: Path, e: BaseException) -> 'ImportValidationError':
+    what = 'compressed file is truncated or corrupt' if str(path).endswith('.gz') else 'file cannot be read'
+    return ImportValidationError(path, [ImportProblem(None, None, f'the {what} ({type(e).__name__}: {e})')])
 
 def _first_lines(path: Path, n: int = 2) -> tuple[list[str], str]:
     for enc in _ENCODINGS:
@@ -42,7 +71,13 @@ def _first_lines(path: Path, n: int = 2) -> tuple[list[str], str]:
                 lines = [h.handle.readline() for _ in range(n)]
             return [l.rstrip('\r\n') for l in lines], enc
         except UnicodeDecodeError: continue
+        except FileNotFoundError: raise
+        except _UNREADABLE as e: raise _unreadable(path, e) from None
     raise ImportValidationError(path, [ImportProblem(1, None, 'not UTF-8 or GB18030 text')])
+
+def _plain_columns(cols: list[str]) -> dict:
+    "Plain header names mapped to table columns (`date` -> `trade_date` when there is no `trade_date`)."
+    return {c: (DATE_ALIASES.get(c, c) if 'trade_date' not in cols else c) for c in cols}
 
 def sniff_format(path: str | Path) -> FileFormat:
     "Recognise a CSV file by its header: vendor kline (banner optional), plain kline, or stock list."
@@ -52,11 +87,13 @@ def sniff_format(path: str | Path) -> FileFormat:
         cols = [c.strip() for c in line.split(',')]
         if '股票代码' in cols and '交易日期' in cols: return FileFormat('kline', i, enc, VENDOR_KLINE_COLUMNS)
         if 'ts_code' in cols: return FileFormat('stock_basic', i, enc, {c: c for c in cols})
-        if 'symbol' in cols and 'trade_date' in cols: return FileFormat('kline', i, enc, {c: c for c in cols})
+        if 'symbol' in cols and ('trade_date' in cols or 'date' in cols):
+            return FileFormat('kline', i, enc, _plain_columns(cols))
     if not any(lines): raise ImportValidationError(path, [ImportProblem(1, None, 'file is empty')])
     raise ImportValidationError(path, [ImportProblem(
         None, None, 'unrecognised header in lines 1-2; expected a vendor header (股票代码,交易日期,...), '
-                    'symbol,trade_date,open,high,low,close,volume[,amount,pre_close] or a stock list with ts_code,symbol,name')])
+                    'symbol,trade_date,open,high,low,close,volume[,pre_close,amount,float_market_cap,total_market_cap] '
+                    'or a stock list with ts_code,symbol,name')])
 
 # %% ../../nbs/02_data.importer.ipynb 8
 class ImportProblem(NamedTuple):
@@ -70,11 +107,11 @@ class ImportProblem(NamedTuple):
 
 class ImportValidationError(ValueError):
     "A file failed validation; nothing from it was written."
-    def __init__(self, path, problems: Sequence[ImportProblem], shown: int = 10):
+    def __init__(self, path, problems: Sequence[ImportProblem], shown: int = 10, total: int | None = None):
         self.path, self.problems = Path(path), list(problems)
+        n = max(total or 0, len(self.problems))   # a huge file keeps only the first problems, but counts them all
         lines = [f'  {p}' for p in self.problems[:shown]]
-        if len(self.problems) > shown: lines.append(f'  ... and {len(self.problems) - shown} more')
-        n = len(self.problems)
+        if n > shown: lines.append(f'  ... and {n - shown} more')
         super().__init__(f'{self.path}: {n} problem{"s" if n != 1 else ""}, nothing imported\n' + '\n'.join(lines))
 
 # %% ../../nbs/02_data.importer.ipynb 10
@@ -99,6 +136,15 @@ def _parse_numbers(raw: pd.DataFrame, lines, columns, required) -> tuple[dict, l
         values[c] = num.where(~bad)
     return values, problems
 
+def parse_dates(text: pd.Series) -> pd.Series:
+    "Dates written in any of `DATE_FORMATS` as `datetime64[ns]`; anything else is NaT."
+    dates = pd.Series(pd.NaT, index=text.index, dtype='datetime64[ns]')
+    for fmt in DATE_FORMATS:
+        todo = dates.isna()
+        if not todo.any(): break
+        dates[todo] = as_datetime64(pd.to_datetime(text[todo], format=fmt, errors='coerce'))
+    return dates
+
 def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, list[ImportProblem]]:
     "Parse and check raw text columns of daily bars; returns the typed frame and every problem found."
     problems = []
@@ -108,11 +154,13 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
     symbols = raw['symbol'].astype('string').str.strip()
     bad_symbol = ~symbols.fillna('').map(is_valid_symbol).astype(bool)
     problems += _problems_where(bad_symbol, lines, 'symbol',
-                                lambda i: f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or 600519.SH')
+                                lambda i: f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or '
+                                          '600519.SH (quantnb stores A-share daily bars only)')
     date_text = raw['trade_date'].astype('string').str.strip()
-    dates = pd.to_datetime(date_text, format='%Y-%m-%d', errors='coerce')
-    dates = as_datetime64(dates.fillna(pd.to_datetime(date_text, format='%Y%m%d', errors='coerce')))
-    problems += _problems_where(dates.isna(), lines, 'trade_date', lambda i: f'{date_text.iloc[i]!r} is not a date (YYYY-MM-DD)')
+    dates = parse_dates(date_text)
+    problems += _problems_where(dates.isna(), lines, 'trade_date',
+                                lambda i: f'{date_text.iloc[i]!r} is not a date '
+                                          '(write 2023-01-04, 2023/01/04 or 20230104)')
 
     numbers, num_problems = _parse_numbers(raw, lines, _POSITIVE + _OPTIONAL_POSITIVE + _NON_NEGATIVE, required=_POSITIVE + ['volume'])
     problems += num_problems
@@ -135,31 +183,90 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
     problems += _problems_where(dup, lines, 'trade_date', lambda i: f'duplicate date {df.trade_date.iat[i]:%Y-%m-%d} for {df.symbol.iat[i]} (first on line {first_line[(df.symbol.iat[i], df.trade_date.iat[i])]})')
     return df, sorted(problems, key=lambda p: (p.line or 0, p.field or ''))
 
-# %% ../../nbs/02_data.importer.ipynb 11
-def _read_text_frame(path: Path, fmt: FileFormat) -> tuple[pd.DataFrame, np.ndarray]:
-    "All columns as text, renamed to table names, and each row's line number in the file."
-    raw = pd.read_csv(path, skiprows=fmt.header_line - 1, dtype=str, keep_default_na=False, na_values=[''],
-                      encoding=fmt.encoding, skip_blank_lines=False, skipinitialspace=True)
-    raw.columns = [c.strip() for c in raw.columns]
-    raw = raw.rename(columns=fmt.columns)
-    lines = np.arange(len(raw)) + fmt.header_line + 1
-    blank = raw.isna().all(axis=1).to_numpy()   # a trailing newline or empty lines: not rows
-    return raw[~blank].reset_index(drop=True), lines[~blank]
+# %% ../../nbs/02_data.importer.ipynb 12
+CHUNK_ROWS = 50_000
+_MAX_PROBLEMS = 1000   # problems kept per file (all are counted)
 
-def read_kline_csv(path: str | Path) -> pd.DataFrame:
+def _text_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS):
+    "Chunks of all columns as text, renamed to table names, with each row's line number in the file."
+    first = fmt.header_line + 1
+    try:
+        with pd.read_csv(path, skiprows=fmt.header_line - 1, dtype=str, keep_default_na=False, na_values=[''],
+                         encoding=fmt.encoding, skip_blank_lines=False, skipinitialspace=True,
+                         chunksize=chunk_rows) as reader:
+            for raw in reader:
+                raw.columns = [c.strip() for c in raw.columns]
+                raw = raw.rename(columns=fmt.columns)
+                lines = np.arange(len(raw)) + first
+                first += len(raw)
+                blank = raw.isna().all(axis=1).to_numpy()   # a trailing newline or empty lines: not rows
+                yield raw[~blank].reset_index(drop=True), lines[~blank]
+    except pd.errors.ParserError as e:
+        raise ImportValidationError(path, [ImportProblem(None, None, f'not a well-formed CSV: {e}')]) from None
+    except UnicodeDecodeError as e:
+        problem = ImportProblem(None, None, f'not {fmt.encoding} text after line {first}: {e}')
+        raise ImportValidationError(path, [problem]) from None
+    except FileNotFoundError: raise
+    except _UNREADABLE as e: raise _unreadable(path, e) from None
+
+def _read_text_frame(path: Path, fmt: FileFormat) -> tuple[pd.DataFrame, np.ndarray]:
+    "A whole (small) file as text: stock lists."
+    chunks = list(_text_chunks(path, fmt))
+    return pd.concat([c for c, _ in chunks], ignore_index=True), np.concatenate([l for _, l in chunks])
+
+def _date_keys(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    "One int64 per row with a valid symbol and date (symbol * 10**5 + day number), and which rows have one."
+    ok = (df['symbol'].str.fullmatch(r'[0-9]{6}').fillna(False) & df['trade_date'].notna()).to_numpy(bool).copy()
+    days = df['trade_date'].to_numpy('datetime64[D]').astype('int64')
+    keys = np.where(ok, pd.to_numeric(df['symbol'].where(ok, '0')).to_numpy('int64') * 100_000 + days, -1)
+    return keys, ok
+
+def _earlier_duplicates(seen: list, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "Which `keys` an earlier chunk holds, and the line it held each on; `seen`: one (sorted keys, lines) per chunk."
+    hit, first = np.zeros(len(keys), bool), np.zeros(len(keys), 'int64')
+    for sorted_keys, lines in seen:           # no growing concatenation: about 12 bytes per row are kept
+        pos = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+        found = ~hit & (sorted_keys[pos] == keys)
+        hit |= found
+        first[found] = lines[pos[found]]
+    return hit, first
+
+def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS):
+    "Typed, checked chunks of a kline file with a `_line` column, and each chunk's problems."
+    seen, rows = [], 0
+    for raw, lines in _text_chunks(path, fmt, chunk_rows):
+        df, problems = validate_kline(raw, lines)
+        if problems and problems[0].line is None:   # a missing column: no row can be checked
+            yield df, problems; return
+        rows += len(df)
+        keys, ok = _date_keys(df)
+        ok &= ~df.duplicated(['symbol', 'trade_date']).to_numpy()   # repeats inside the chunk are already reported
+        rows_ok = np.flatnonzero(ok)
+        hit, first = _earlier_duplicates(seen, keys[rows_ok])
+        problems += [ImportProblem(int(lines[i]), 'trade_date', f'duplicate date {df.trade_date.iat[i]:%Y-%m-%d} for '
+                                   f'{df.symbol.iat[i]} (first on line {line})')
+                     for i, line in zip(rows_ok[hit], first[hit])]
+        if len(rows_ok):
+            order = np.argsort(keys[rows_ok])
+            seen.append((keys[rows_ok][order], lines[rows_ok][order].astype('int32')))
+        yield df.assign(_line=lines), problems
+    if rows == 0: yield pd.DataFrame(), [ImportProblem(fmt.header_line, None, 'no data rows after the header')]
+
+def read_kline_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     "Read and validate a vendor or plain kline CSV (gzip ok); raises `ImportValidationError` naming line and field."
     path = Path(path)
     fmt = sniff_format(path)
     if fmt.kind != 'kline': raise ImportValidationError(path, [ImportProblem(fmt.header_line, None, f'this is a {fmt.kind} file, not daily bars')])
-    try: raw, lines = _read_text_frame(path, fmt)
-    except pd.errors.ParserError as e: raise ImportValidationError(path, [ImportProblem(None, None, f'not a well-formed CSV: {e}')]) from None
-    if raw.empty: raise ImportValidationError(path, [ImportProblem(fmt.header_line, None, 'no data rows after the header')])
-    df, problems = validate_kline(raw, lines)
+    frames, problems = [], []
+    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows):
+        problems += chunk_problems
+        if not problems: frames.append(df)
     if problems: raise ImportValidationError(path, problems)
+    df = pd.concat(frames, ignore_index=True)
     columns = ['symbol', 'trade_date'] + [c for c in KLINE_VALUE_COLUMNS if c in df]
     return df[columns].sort_values(['symbol', 'trade_date'], ignore_index=True)
 
-# %% ../../nbs/02_data.importer.ipynb 15
+# %% ../../nbs/02_data.importer.ipynb 16
 def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     "Read and validate a Tushare-style stock list (ts_code, symbol, name, area, industry, market, list_date)."
     path = Path(path)
@@ -169,7 +276,7 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_BASIC_COLUMNS if c not in raw]
     if missing: raise ImportValidationError(path, [ImportProblem(None, c, 'required column is missing') for c in missing])
     ts_code = raw['ts_code'].fillna('').str.strip().str.upper()
-    parts = ts_code.str.extract(r'^(\d{6})\.(SH|SZ|BJ)$')
+    parts = ts_code.str.extract(r'^([0-9]{6})\.(SH|SZ|BJ)$')
     problems = _problems_where(parts[0].isna(), lines, 'ts_code', lambda i: f'{ts_code.iat[i]!r} is not a code like 600519.SH')
     symbol = raw['symbol'].fillna('').str.strip()
     problems += _problems_where(parts[0].notna() & (symbol != parts[0]), lines, 'symbol',
@@ -179,6 +286,12 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
         bad = raw['list_date'].notna() & list_date.isna()
         problems += _problems_where(bad, lines, 'list_date', lambda i: f'{raw["list_date"].iat[i]!r} is not a date (YYYYMMDD)')
     problems += _problems_where(parts[0].duplicated() & parts[0].notna(), lines, 'symbol', lambda i: f'duplicate symbol {parts[0].iat[i]}')
+    for c in ('name', 'market', 'industry', 'area'):
+        if c not in raw: continue
+        limit, text = stock_basic_info.c[c].type.length, raw[c].fillna('').str.strip()
+        def too_long(i, text=text, limit=limit):
+            return f'{text.iat[i][:20]!r}... is {len(text.iat[i])} characters; the column holds at most {limit}'
+        problems += _problems_where(text.str.len() > limit, lines, c, too_long)
     if problems: raise ImportValidationError(path, sorted(problems, key=lambda p: p.line or 0))
     out = pd.DataFrame({'symbol': parts[0], 'ts_code': ts_code, 'name': raw['name'].str.strip(), 'exchange': parts[1]})
     for c in ('market', 'industry', 'area'):
@@ -186,7 +299,7 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     out['list_date'] = as_datetime64(list_date)
     return out
 
-# %% ../../nbs/02_data.importer.ipynb 18
+# %% ../../nbs/02_data.importer.ipynb 19
 @dataclasses.dataclass
 class FileImport:
     "What importing one file did."
@@ -196,26 +309,85 @@ class FileImport:
     new_rows: int = 0
     symbols: list = dataclasses.field(default_factory=list)
     error: str | None = None
+    changed_rows: int = 0
+    replaced: list = dataclasses.field(default_factory=list)   # the first replaced bars, as text
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool: return self.error is None
 
+    @property
+    def unchanged_rows(self) -> int: return self.rows - self.new_rows - self.changed_rows
+
     def __str__(self):
         if not self.ok: return f'FAILED {self.error}'
-        return f'ok     {self.path}: {self.kind}, {self.rows} rows ({self.new_rows} new), {len(self.symbols)} symbol(s)'
+        changed = 'replaced' if self.replaced else 'changed'
+        counts = f'{self.new_rows} new, {self.changed_rows} {changed}, {self.unchanged_rows} unchanged'
+        out = [f'ok     {self.path}: {self.kind}, {self.rows} rows ({counts}), {len(self.symbols)} symbol(s)']
+        out += [f'       replaced {r}' for r in self.replaced]
+        more = self.changed_rows - len(self.replaced)
+        if self.replaced and more: out.append(f'       ... and {more} more replaced')
+        return '\n'.join(out + [f'       warning: {w}' for w in self.warnings])
 
-def import_file(path: str | Path, url: str | Engine | None = None) -> FileImport:
-    "Validate one kline or stock-list file and upsert it in a single transaction; raises on bad input."
+_SHOWN_REPLACED = 20
+
+def _describe_change(row) -> str:
+    cols = row['changed'].split(',')
+    values = ', '.join(f'{c} {row[f"stored_{c}"]:g} -> {row[c]:g}' for c in cols)
+    return f'{row["symbol"]} {row["trade_date"]:%Y-%m-%d} (line {row["_line"]}): {values}'
+
+def _change_problems(changed: pd.DataFrame) -> list[ImportProblem]:
+    return [ImportProblem(int(r['_line']), r['changed'].split(',')[0],
+                          f'{r["symbol"]} {r["trade_date"]:%Y-%m-%d} is stored with different values: '
+                          + ', '.join(f'{c} stored {r[f"stored_{c}"]:g}, new {r[c]:g}' for c in r['changed'].split(','))
+                          + ' (import with --replace to overwrite stored bars)')
+            for _, r in changed.iterrows()]
+
+def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: int) -> FileImport:
+    result, problems, total = FileImport(path, 'kline'), [], 0
+    symbols, first, last = set(), None, None
+    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows):
+        total += len(chunk_problems)
+        problems += chunk_problems[:max(_MAX_PROBLEMS - len(problems), 0)]
+        if total: continue                     # keep checking the rest of the file, write no more
+        columns = [c for c in KLINE_VALUE_COLUMNS if c in df]
+        bars = compare_stored(conn, df, columns)
+        changed = bars[bars.status == 'changed']
+        if len(changed) and not replace:
+            found = _change_problems(changed.head(_MAX_PROBLEMS))
+            total += len(changed); problems += found[:max(_MAX_PROBLEMS - len(problems), 0)]
+            continue
+        for _, r in changed.iterrows():
+            text = _describe_change(r)
+            log.warning('%s: replaced %s', path, text)
+            if len(result.replaced) < _SHOWN_REPLACED: result.replaced.append(text)
+        upsert_frame(conn, stock_kline_data, bars.loc[bars.status != 'unchanged', ['symbol', 'trade_date'] + columns])
+        result.rows += len(bars)
+        result.new_rows += int((bars.status == 'new').sum())
+        result.changed_rows += len(changed)
+        symbols |= set(df['symbol'])
+        first = min(first, df.trade_date.min()) if first is not None else df.trade_date.min()
+        last = max(last, df.trade_date.max()) if last is not None else df.trade_date.max()
+    if total:
+        raise ImportValidationError(path, sorted(problems, key=lambda p: (p.line or 0, p.field or '')), total=total)
+    result.symbols = sorted(symbols)
+    jumps = suspicious_bars(conn, result.symbols, first, last).query('problem == "jump"')
+    result.warnings = [f'{r.symbol} {r.trade_date:%Y-%m-%d}: {r.detail}' for r in jumps.itertuples()]
+    for w in result.warnings: log.warning('%s: %s', path, w)
+    return result
+
+def import_file(path: str | Path, url: str | Engine | None = None, replace: bool = False,
+                chunk_rows: int = CHUNK_ROWS) -> FileImport:
+    "Validate one kline or stock-list file and write it in a single transaction; raises on bad input or changed bars."
     path, engine = Path(path), init_db(url)
-    kind = sniff_format(path).kind
-    if kind == 'stock_basic':
+    fmt = sniff_format(path)
+    if fmt.kind == 'stock_basic':
         df = read_stock_basic_csv(path)
-        table = stock_basic_info
-    else: df, table = read_kline_csv(path), stock_kline_data
-    with engine.begin() as conn:
-        stored = count_stored(conn, table, df)
-        upsert_frame(conn, table, df)
-    return FileImport(path, kind, len(df), len(df) - stored, sorted(df['symbol'].unique()))
+        with engine.begin() as conn:
+            stored = count_stored(conn, stock_basic_info, df)
+            upsert_frame(conn, stock_basic_info, df)
+        return FileImport(path, 'stock_basic', len(df), len(df) - stored, sorted(df['symbol'].unique()))
+    with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows)
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out = []
@@ -225,17 +397,19 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
         else: out.append(p)
     return out
 
-def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None) -> list[FileImport]:
+def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
+                 replace: bool = False) -> list[FileImport]:
     "Import files and directories (their *.csv / *.csv.gz); a bad file is reported and skipped, the rest still land."
     engine = init_db(url)
     results = []
     for path in _expand(paths):
-        try: results.append(import_file(path, engine))
+        try: results.append(import_file(path, engine, replace=replace))
         except ImportValidationError as e: results.append(FileImport(path, error=str(e)))
-        except (OSError, sa.exc.SQLAlchemyError) as e: results.append(FileImport(path, error=f'{path}: {mask_url(e)}'))
+        except sa.exc.SQLAlchemyError as e: results.append(FileImport(path, error=f'{path}: {describe_db_error(e)}'))
+        except (EOFError, zlib.error, OSError) as e: results.append(FileImport(path, error=f'{path}: {mask_url(e)}'))
     return results
 
-# %% ../../nbs/02_data.importer.ipynb 20
+# %% ../../nbs/02_data.importer.ipynb 21
 def sample_files() -> list[Path]:
     "The bundled sample: the stock list first, then one vendor file per stock."
     return [SAMPLE_DIR/'stock_basic.csv.gz'] + sorted(SAMPLE_DIR.glob('s[hz]*.csv.gz'))
