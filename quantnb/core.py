@@ -138,13 +138,14 @@ def _json_default(o):   # floats and arrays were converted by `_finite`
 
 # %% ../nbs/00_core.ipynb 18
 def patch_to(cls):
-    "Decorator: attach the decorated function to `cls` as a method of the same name."
+    "Decorator: attach the decorated function to `cls` as a method; the module's own binding of the name is kept."
     def attach(fn):
+        fn.__qualname__ = f'{cls.__qualname__}.{fn.__name__}'
         setattr(cls, fn.__name__, fn)
-        return fn
+        return fn.__globals__.get(fn.__name__)   # the name's earlier module binding, not the method
     return attach
 
-# %% ../nbs/00_core.ipynb 21
+# %% ../nbs/00_core.ipynb 23
 class Params:
     "Base for a run's parameter dataclass: `from_dict` refusing unknown names, `coerce` to the declared types, `to_dict`."
     @classmethod
@@ -174,7 +175,7 @@ class Params:
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
-# %% ../nbs/00_core.ipynb 24
+# %% ../nbs/00_core.ipynb 26
 def set_seed(seed: int, deterministic: bool = True) -> int:
     "Seed `random`, NumPy and PyTorch (all devices); optionally ask torch for deterministic kernels."
     import torch
@@ -194,7 +195,7 @@ def default_device(device: str | None = None):
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb 27
+# %% ../nbs/00_core.ipynb 29
 import configparser
 
 _CONNECTION_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]{0,63}')
@@ -233,7 +234,7 @@ def save_connection(name: str, url: str) -> Path:
         cfg.write(f)
     return path
 
-# %% ../nbs/00_core.ipynb 30
+# %% ../nbs/00_core.ipynb 32
 def scrub_file(path: str | Path) -> bool:
     "Rewrite `path` with every URL password masked; whether anything changed."
     path = Path(path)
