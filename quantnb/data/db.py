@@ -18,8 +18,8 @@ from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db
 __all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'SUPPORTED_URLS',
            'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_valid_symbol',
            'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'DatabaseLockedError', 'sqlite_busy_timeout',
-           'describe_db_error', 'get_engine', 'init_db', 'upsert_frame', 'count_stored', 'compare_stored',
-           'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
+           'describe_db_error', 'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored',
+           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
            'DatabaseNotInitialisedError', 'StockDataLoader', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
@@ -179,6 +179,16 @@ def _file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+_default_database_fillers: list = []   # the importer adds `load_sample` (`quantnb.data` imports it with this module)
+
+def fill_default_database_with(fill) -> None:
+    "Register `fill(engine)`: how a newly built default database gets its first data (the bundled sample)."
+    _default_database_fillers[:] = [fill]
+
+def _fill_default_database(engine: Engine) -> None:
+    if not _default_database_fillers: raise RuntimeError('no sample registered: import quantnb.data.importer')
+    _default_database_fillers[0](engine)
+
 def _ensure_default_database(path: Path):
     if path.exists(): return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,14 +196,13 @@ def _ensure_default_database(path: Path):
         if path.exists(): return
         tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
         try:
-            from quantnb.data.importer import load_sample  # the importer builds on this module
             engine = sa.create_engine(f'sqlite:///{tmp}')
-            load_sample(engine)
+            _fill_default_database(engine)
             engine.dispose()
             os.replace(tmp, path)
         finally: tmp.unlink(missing_ok=True)
 
-# %% ../../nbs/01_data.db.ipynb 19
+# %% ../../nbs/01_data.db.ipynb 21
 def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str]):
     keys = [c.name for c in table.primary_key.columns]
     updates = [c for c in columns if c not in keys]
@@ -231,7 +240,7 @@ def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows
     for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
     return len(records)
 
-# %% ../../nbs/01_data.db.ipynb 21
+# %% ../../nbs/01_data.db.ipynb 23
 def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     "How many rows of `df` have a primary key already stored in `table` (`df` holds the key columns)."
     keys = [c.name for c in table.primary_key.columns]
@@ -244,7 +253,7 @@ def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     if 'trade_date' in keys: stored['trade_date'] = as_datetime64(stored['trade_date'])
     return len(df[keys].merge(stored, on=keys))
 
-# %% ../../nbs/01_data.db.ipynb 23
+# %% ../../nbs/01_data.db.ipynb 25
 def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     "`df`'s bars with `status` (new/changed/unchanged), `changed` (column names) and `stored_<col>` values."
     t = stock_kline_data
@@ -269,7 +278,7 @@ def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | 
     out.loc[changed, 'changed'] = [','.join(np.array(columns)[row]) for row in diff[changed]]
     return out
 
-# %% ../../nbs/01_data.db.ipynb 25
+# %% ../../nbs/01_data.db.ipynb 27
 ADJUSTMENTS = ('qfq', 'hfq', None)
 
 def _check_adjust(adjust):
@@ -297,7 +306,7 @@ def adjust_prices(df: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
     out['adj_factor'] = factor
     return out
 
-# %% ../../nbs/01_data.db.ipynb 28
+# %% ../../nbs/01_data.db.ipynb 30
 class UnknownSymbolError(LookupError):
     "A requested symbol has no rows in `stock_kline_data`."
 
@@ -307,7 +316,7 @@ class EmptyRangeError(LookupError):
 class DatabaseNotInitialisedError(RuntimeError):
     "The database has no quantnb tables."
 
-# %% ../../nbs/01_data.db.ipynb 29
+# %% ../../nbs/01_data.db.ipynb 31
 class StockDataLoader:
     "Read daily bars and stock information from a quantnb database (default: the embedded SQLite sample)."
     def __init__(self, url: str | None = None):
@@ -423,7 +432,7 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
 
-# %% ../../nbs/01_data.db.ipynb 40
+# %% ../../nbs/01_data.db.ipynb 42
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 

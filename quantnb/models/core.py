@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from ..core import read_json, write_json
 
 # %% auto 0
-__all__ = ['BACKBONES', 'HEADS', 'MODEL_FAMILIES', 'Backbone', 'MLPHead', 'ModelConfigError', 'check_choice', 'per_layer',
-           'register_backbone', 'register_head', 'regression_head', 'classification_head', 'list_models', 'list_tasks',
-           'model_options', 'list_presets', 'ModelConfig', 'QuantModel', 'build_model', 'create_model',
-           'count_parameters']
+__all__ = ['BACKBONES', 'HEADS', 'MODEL_FAMILIES', 'LOSSES', 'Backbone', 'MLPHead', 'ModelConfigError', 'check_choice',
+           'per_layer', 'register_backbone', 'register_head', 'regression_head', 'classification_head', 'list_models',
+           'list_tasks', 'model_options', 'list_presets', 'ModelConfig', 'QuantModel', 'build_model', 'create_model',
+           'count_parameters', 'PricePredictionLoss', 'make_loss']
 
 # %% ../../nbs/05_models.core.ipynb 6
 class Backbone(nn.Module):
@@ -288,3 +288,28 @@ def create_model(name: str,                  # backbone name, see `list_models()
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (elements) of `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+# %% ../../nbs/05_models.core.ipynb 27
+class PricePredictionLoss(nn.Module):
+    "The price loss: `mse`, `mae` or `huber` between predicted and realised future returns."
+    kinds = ('mse', 'mae', 'huber')
+    def __init__(self, kind: str = 'mse', huber_delta: float = 0.02):
+        super().__init__()
+        if kind not in self.kinds: raise ValueError(f'loss={kind!r}: use one of {self.kinds}')
+        self.kind, self.huber_delta = kind, huber_delta
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.kind == 'mse': return F.mse_loss(predictions, targets)
+        if self.kind == 'mae': return F.l1_loss(predictions, targets)
+        return F.huber_loss(predictions, targets, delta=self.huber_delta)
+
+LOSSES = ('mse', 'mae', 'huber', 'ce')
+
+def make_loss(name: str, task: str) -> nn.Module:
+    "The loss module for `name` ('auto': mse for regression, ce for classification), checked against the task."
+    if name == 'auto': name = 'ce' if task == 'classification' else 'mse'
+    if task == 'classification':
+        if name != 'ce': raise ValueError(f'loss={name!r} does not fit task=classification; use "ce"')
+        return nn.CrossEntropyLoss()
+    if name == 'ce': raise ValueError(f'loss="ce" needs task=classification (task is {task!r})')
+    return PricePredictionLoss(name)

@@ -13,7 +13,7 @@ import pandas as pd
 from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_file, write_json
 
 # %% auto 0
-__all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'mask_secrets', 'RunNotFoundError',
+__all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'now_iso', 'mask_secrets', 'RunNotFoundError',
            'check_run_name', 'RunFileError', 'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager',
            'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner', 'versus_baseline',
            'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
@@ -30,7 +30,9 @@ _ALLOWED = {   # status -> statuses it may move to; a failed or interrupted run 
 }
 ENDED = ('completed', 'failed', 'interrupted')   # statuses after which the run's lock is released
 
-def _now() -> str: return dt.datetime.now().isoformat(timespec='seconds')
+def now_iso() -> str:
+    "The local time to the second, ISO 8601: how run files record when things happened."
+    return dt.datetime.now().isoformat(timespec='seconds')
 
 def mask_secrets(obj: Any) -> Any:
     "`obj` with every string in it passed through `mask_url` (dicts and lists recursively)."
@@ -106,7 +108,7 @@ class TrainingManager:
         self.run_dir = self._claim(run_name)
         self.run_name = self.run_dir.name
         for sub in ('model', 'checkpoints', 'logs', 'results', 'plots'): (self.run_dir/sub).mkdir()
-        now = _now()
+        now = now_iso()
         write_json(self.run_dir/'metadata.json', mask_secrets({
             'run_name': self.run_name, 'stock_symbol': stock_symbol, 'model_type': model_type,
             'data_source': data_source, 'created_at': now, 'updated_at': now, 'status': 'initialized',
@@ -166,10 +168,10 @@ class TrainingManager:
 
 # %% ../../nbs/09_train.runs.ipynb 12
 @patch_to(TrainingManager)
-def _update_metadata(self, **fields) -> dict:
+def update_metadata(self, **fields) -> dict:
     meta = self.metadata
     meta.update(mask_secrets(fields))
-    meta['updated_at'] = _now()
+    meta['updated_at'] = now_iso()
     write_json(self.run_dir/'metadata.json', meta)
     return meta
 
@@ -179,11 +181,11 @@ def update_status(self, status: str, error: str | None = None, **fields) -> dict
     if status not in STATUSES: raise ValueError(f'status {status!r}: use one of {STATUSES}')
     meta = self.metadata
     if status not in _ALLOWED[meta['status']]: raise ValueError(f'run {self.run_name} cannot go from {meta["status"]!r} to {status!r}')
-    history = meta.get('status_history', []) + [{'status': status, 'at': _now(), **({'error': mask_url(error)} if error else {})}]
+    history = meta.get('status_history', []) + [{'status': status, 'at': now_iso(), **({'error': mask_url(error)} if error else {})}]
     extra = {'error': mask_url(error)} if error else {}
     self.save_training_log(f'status: {status}' + (f' ({mask_url(error).splitlines()[-1] if error.strip() else error})' if error else ''),
                            level='ERROR' if status == 'failed' else 'INFO')
-    meta = self._update_metadata(status=status, status_history=history, **extra, **fields)
+    meta = self.update_metadata(status=status, status_history=history, **extra, **fields)
     if status in ENDED: self.release_lock()
     return meta
 
@@ -206,7 +208,7 @@ def log_metrics(self, epoch: int, metrics: dict, phase: str = 'train') -> None:
     "Append one record to `logs/metrics.json` (rewritten atomically)."
     path = self.run_dir/'logs'/'metrics.json'
     records = read_run_json(path, list) if path.exists() else []
-    records.append({'epoch': epoch, 'phase': phase, 'timestamp': _now(), **metrics})
+    records.append({'epoch': epoch, 'phase': phase, 'timestamp': now_iso(), **metrics})
     write_json(path, records)
 
 @patch_to(TrainingManager)
@@ -237,7 +239,7 @@ def save_checkpoint(self, model, optimizer, epoch: int, metrics: dict,
     "Write `checkpoints/checkpoint-{epoch}/` (full state + metrics.json) and, with `is_best`, `checkpoints/best/`."
     payload = {'epoch': epoch, 'model_state_dict': model.state_dict(),
                'optimizer_state_dict': optimizer.state_dict() if optimizer is not None else {},
-               'metrics': metrics, 'timestamp': _now(), **(state or {})}
+               'metrics': metrics, 'timestamp': now_iso(), **(state or {})}
     targets = [self.run_dir/'checkpoints'/f'checkpoint-{epoch}'] + ([self.run_dir/'checkpoints'/'best'] if is_best else [])
     for d in targets:
         # metrics first, weights last: a checkpoint directory counts once its pytorch_model.bin exists
@@ -270,7 +272,7 @@ def save_model(self, model, model_config: dict, training_args: dict) -> Path:
     path = _torch_save(model.state_dict(), self.run_dir/'model'/'pytorch_model.bin')
     write_json(self.run_dir/'model'/'config.json', mask_secrets({**model_config, 'weights_sha256': sha256_file(path)}))
     write_json(self.run_dir/'model'/'training_args.json', mask_secrets(training_args))
-    self._update_metadata(model_saved=True, model_path=str(path))
+    self.update_metadata(model_saved=True, model_path=str(path))
     self.save_training_log(f'model saved to {path}')
     return path
 
@@ -306,16 +308,26 @@ def rebuild_best(self, checkpoint: str | Path) -> Path:
         with atomic_write(best/name, 'wb') as f: f.write((source/name).read_bytes())
     return best
 
+@patch_to(TrainingManager)
+def save_model_state(self, name: str, model, metrics: dict, extra: dict | None = None) -> Path:
+    "Write `checkpoints/{name}/` for a named model state (a pruning step): `metrics.json`, `config.json`, then the weights."
+    d = self.run_dir/'checkpoints'/name
+    write_json(d/'metrics.json', metrics)
+    write_json(d/'config.json', model.config.to_dict())
+    _torch_save({'model_state_dict': model.state_dict(), 'model_config': model.config.to_dict(), 'metrics': metrics,
+                 **(extra or {})}, d/'pytorch_model.bin')
+    return d
+
 # %% ../../nbs/09_train.runs.ipynb 19
 @patch_to(TrainingManager)
 def save_evaluation_results(self, results: dict) -> Path:
     "Write `results/eval_results.json` and copy the headline metrics into metadata."
     meta = self.metadata
-    full = {'evaluated_at': _now(), 'stock_symbol': meta['stock_symbol'], 'model_type': meta['model_type'], **results}
+    full = {'evaluated_at': now_iso(), 'stock_symbol': meta['stock_symbol'], 'model_type': meta['model_type'], **results}
     path = write_json(self.run_dir/'results'/'eval_results.json', mask_secrets(full))
     scalars = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     headline = scalars(results.get('metrics', results))
-    self._update_metadata(evaluation_completed=True, eval_metrics=headline)
+    self.update_metadata(evaluation_completed=True, eval_metrics=headline)
     return path
 
 @patch_to(TrainingManager)

@@ -15,38 +15,13 @@ import torch.nn.functional as F
 from tqdm.std import tqdm
 
 from ..core import default_device, patch_to, set_seed
+from ..models.core import LOSSES, PricePredictionLoss, make_loss   # (defined with the models)
 from .runs import TrainingManager
 
 # %% auto 0
-__all__ = ['LOSSES', 'PRECISIONS', 'NONFINITE', 'PricePredictionLoss', 'make_loss', 'TrainingArgs', 'rng_state', 'set_rng_state',
-           'NonFiniteLossError', 'epoch_line', 'Trainer']
+__all__ = ['PRECISIONS', 'NONFINITE', 'TrainingArgs', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'epoch_line', 'Trainer']
 
 # %% ../../nbs/10_train.trainer.ipynb 6
-class PricePredictionLoss(nn.Module):
-    "Seed 003's price loss: `mse`, `mae` or `huber` between predicted and realised future returns."
-    kinds = ('mse', 'mae', 'huber')
-    def __init__(self, kind: str = 'mse', huber_delta: float = 0.02):
-        super().__init__()
-        if kind not in self.kinds: raise ValueError(f'loss={kind!r}: use one of {self.kinds}')
-        self.kind, self.huber_delta = kind, huber_delta
-
-    def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.kind == 'mse': return F.mse_loss(predictions, targets)
-        if self.kind == 'mae': return F.l1_loss(predictions, targets)
-        return F.huber_loss(predictions, targets, delta=self.huber_delta)
-
-LOSSES = ('mse', 'mae', 'huber', 'ce')
-
-def make_loss(name: str, task: str) -> nn.Module:
-    "The loss module for `name` ('auto': mse for regression, ce for classification), checked against the task."
-    if name == 'auto': name = 'ce' if task == 'classification' else 'mse'
-    if task == 'classification':
-        if name != 'ce': raise ValueError(f'loss={name!r} does not fit task=classification; use "ce"')
-        return nn.CrossEntropyLoss()
-    if name == 'ce': raise ValueError(f'loss="ce" needs task=classification (task is {task!r})')
-    return PricePredictionLoss(name)
-
-# %% ../../nbs/10_train.trainer.ipynb 9
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 NONFINITE = ('stop', 'skip')
 
@@ -92,7 +67,7 @@ class TrainingArgs:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
-# %% ../../nbs/10_train.trainer.ipynb 12
+# %% ../../nbs/10_train.trainer.ipynb 9
 def rng_state(loader_generator: torch.Generator | None = None) -> dict:
     "Python, NumPy, torch (and CUDA) random states, plus a DataLoader generator's, as checkpoint-safe values."
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -114,7 +89,7 @@ def set_rng_state(state: dict, loader_generator: torch.Generator | None = None) 
     if 'cuda' in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
     if loader_generator is not None and 'loader' in state: loader_generator.set_state(state['loader'])
 
-# %% ../../nbs/10_train.trainer.ipynb 15
+# %% ../../nbs/10_train.trainer.ipynb 12
 class NonFiniteLossError(FloatingPointError):
     "The training or validation loss became NaN or infinite."
     def __init__(self, message: str, epoch: int, batch: int | None = None):
@@ -134,7 +109,7 @@ def epoch_line(epoch: int, epochs: int, metrics: dict, best: bool) -> str:
     return (f'epoch {epoch}/{epochs}: train_loss={metrics["train_loss"]:.6f} val_loss={metrics["val_loss"]:.6f}'
             f'{" (best)" if best else ""} lr={metrics["lr"]:.2e} {metrics["train_seconds"]:.1f}s{skipped}')
 
-# %% ../../nbs/10_train.trainer.ipynb 17
+# %% ../../nbs/10_train.trainer.ipynb 14
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == 'auto':
         if device.type != 'cuda': return None
@@ -156,7 +131,7 @@ def _scheduler(optimizer, args: TrainingArgs, total_steps: int):
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup), eta_min=args.lr * 0.01)],
         milestones=[warmup])
 
-# %% ../../nbs/10_train.trainer.ipynb 18
+# %% ../../nbs/10_train.trainer.ipynb 15
 class Trainer:
     "Train `model` on `train_loader`, validate on `val_loader`, checkpoint through a `TrainingManager`."
     def __init__(self, model: nn.Module, train_loader, val_loader, args: TrainingArgs | None = None,
@@ -185,7 +160,7 @@ class Trainer:
         if aux is not None and self.args.aux_loss_weight: loss = loss + self.args.aux_loss_weight * aux()
         return loss
 
-# %% ../../nbs/10_train.trainer.ipynb 20
+# %% ../../nbs/10_train.trainer.ipynb 17
 @patch_to(Trainer)
 def train_epoch(self) -> dict:
     "One pass over the training loader; returns mean loss and throughput."
@@ -268,7 +243,7 @@ def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
         ys.append(y)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
 
-# %% ../../nbs/10_train.trainer.ipynb 22
+# %% ../../nbs/10_train.trainer.ipynb 19
 @patch_to(Trainer)
 def checkpoint_state(self) -> dict:
     "Everything beyond model and optimiser that the next epoch depends on."
@@ -305,7 +280,7 @@ def restore_best(self) -> dict | None:
     self._log(f'best/ held epoch {found} but the best epoch is {epoch}: rebuilt it from checkpoint-{epoch}', 'WARNING')
     return m.load_checkpoint(source)['model_state_dict']
 
-# %% ../../nbs/10_train.trainer.ipynb 24
+# %% ../../nbs/10_train.trainer.ipynb 21
 @patch_to(Trainer)
 def _resume(self, resume: bool | str | Path) -> int:
     if self.manager is None or self.manager.latest_checkpoint() is None:
