@@ -41,7 +41,8 @@ def main():
     ap.add_argument('--target', type=float, default=20.0)
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
-    returns = (torch.rand(args.batch, 1, generator=g) - 0.5) * 0.02 + 0.02 * torch.randn(args.batch, args.days, generator=g)
+    drift = (torch.rand(args.batch, 1, generator=g) - 0.5) * 0.02
+    returns = drift + 0.02 * torch.randn(args.batch, args.days, generator=g)
     positions = torch.randint(0, 11, (args.batch, args.days), generator=g).float() / 10
     vectorised = StrategyLoss()
     _, lv, gv = forward_backward(vectorised, positions, returns)

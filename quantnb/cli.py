@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb 4
 from __future__ import annotations
-import argparse, contextlib, dataclasses, datetime as dt, json, os, re, shlex, signal, sys, textwrap, threading
+import argparse, contextlib, datetime as dt, json, os, re, shlex, signal, sys, textwrap, threading
 from pathlib import Path
 from typing import Sequence
 

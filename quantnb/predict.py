@@ -13,7 +13,7 @@ import torch
 
 from .core import default_db_url, mask_url
 from .data.datasets import DIRECTION_CLASSES, Normalizer
-from .data.db import StockDataLoader, as_date, normalize_symbol
+from .data.db import StockDataLoader, normalize_symbol
 from .data.features import compute_features
 from .models.core import ModelConfig, build_model
 from .train.runs import TrainingManager

@@ -4,7 +4,6 @@
 
 # %% ../nbs/12_pretrain.ipynb 4
 from __future__ import annotations
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_transfer.ipynb 4
 from __future__ import annotations
-import dataclasses, json, pickle, re
+import dataclasses, pickle, re
 from pathlib import Path
 from typing import Any
 

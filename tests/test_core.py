@@ -1,5 +1,5 @@
 """core: settings from the environment, secret masking, atomic writes, seeding."""
-import json, os, random
+import random
 from pathlib import Path
 
 import numpy as np

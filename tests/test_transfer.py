@@ -8,8 +8,7 @@ from quantnb.core import read_json, sha256_file, write_json
 from quantnb.models.core import create_model
 from quantnb.train.pipeline import run_training
 from quantnb.train.runs import TrainingManager
-from quantnb.transfer import (NotAQuantnbCheckpoint, PretrainedCheckError, TransferError, load_pretrained, verify_pretrained,
-                              weight_statistics)
+from quantnb.transfer import (NotAQuantnbCheckpoint, PretrainedCheckError, TransferError, load_pretrained, verify_pretrained)
 
 
 from conftest import SMALL_TRANSFORMER

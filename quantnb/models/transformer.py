@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Backbone, ModelConfigError, check_choice, per_layer, register_backbone
+from .core import Backbone, check_choice, per_layer, register_backbone
 
 # %% auto 0
 __all__ = ['DEFAULT_MAX_LEN', 'RESIDUAL_PROJECTIONS', 'MultiHeadSelfAttention', 'FeedForward', 'TransformerBlock',

@@ -4,17 +4,17 @@
 
 # %% ../../nbs/20_prune.structured.ipynb 4
 from __future__ import annotations
-import copy, dataclasses, json, math, statistics, time
-from dataclasses import dataclass, field
+import copy, dataclasses, json, statistics, time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..core import default_device, patch_to, read_json, set_seed, write_json
+from ..core import default_device, patch_to, read_json
 from ..data.datasets import make_dataloaders
 from ..models.core import MLPHead, ModelConfig, QuantModel, build_model, count_parameters
 from ..models.enhanced import EnhancedTransformerBackbone, MoEFeedForward, MultiHeadLatentAttention

@@ -6,17 +6,15 @@
 from __future__ import annotations
 import dataclasses, json, os, re
 from pathlib import Path
-from typing import Any
 
 import numpy as np, pandas as pd
 import torch
 
-from ..core import (Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, read_json,
-                          set_seed)
-from ..data.datasets import TASKS, DatasetBundle, Normalizer, load_datasets, make_dataloaders
+from ..core import Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, set_seed
+from ..data.datasets import TASKS, DatasetBundle, load_datasets, make_dataloaders
 from ..data.db import parse_symbols
 from ..data.features import feature_names
-from ..models.core import ModelConfig, create_model, list_models, list_presets
+from ..models.core import create_model, list_models, list_presets
 from ..pretrain import MASKS, MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
 from ..transfer import PretrainedCheckError, load_pretrained, resolve_checkpoint, verify_pretrained
 from .evaluate import (direction_confusion, evaluate_predictions, metrics_table, plot_attention,

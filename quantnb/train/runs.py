@@ -6,7 +6,7 @@
 from __future__ import annotations
 import collections, contextlib, datetime as dt, json, math, os, re, traceback
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 

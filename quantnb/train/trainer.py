@@ -6,16 +6,14 @@
 from __future__ import annotations
 import copy, dataclasses, math, random, sys, time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-import torch.nn.functional as F
 from tqdm.std import tqdm
 
 from ..core import default_device, patch_to, set_seed
-from ..models.core import LOSSES, PricePredictionLoss, make_loss   # (defined with the models)
+from ..models.core import LOSSES, make_loss   # (defined with the models)
 from .runs import TrainingManager
 
 # %% auto 0
