@@ -142,12 +142,14 @@ class TrainingManager:
         return cls(None, '', output_dir=path.parent, _existing=path)
 
     @classmethod
-    def open_reserved(cls, run_name: str, output_dir: str | Path | None = None, hint: str = '') -> TrainingManager | None:
-        "The run `run_name` if `quantnb train` reserved it (status `initialized`), `None` if there is none; any other status raises."
+    def open_reserved(cls, run_name: str, output_dir: str | Path | None = None,
+                      hint: str = '') -> TrainingManager | None:
+        "The run `run_name` if `quantnb train` reserved it (status `initialized`), else `None`; other statuses raise."
         if not run_name or not (Path(output_dir or default_out_dir())/run_name/'metadata.json').exists(): return None
         run = cls.load_run(run_name, output_dir)
         status = run.metadata['status']
-        if status != 'initialized': raise ValueError(f'run {run_name} already exists with status {status}' + (f'; {hint}' if hint else ''))
+        if status != 'initialized':
+            raise ValueError(f'run {run_name} already exists with status {status}' + (f'; {hint}' if hint else ''))
         return run
 
     @classmethod
@@ -180,10 +182,13 @@ def update_status(self, status: str, error: str | None = None, **fields) -> dict
     "Move the run to `status`; `failed` records the error. Illegal moves (completed -> training) raise."
     if status not in STATUSES: raise ValueError(f'status {status!r}: use one of {STATUSES}')
     meta = self.metadata
-    if status not in _ALLOWED[meta['status']]: raise ValueError(f'run {self.run_name} cannot go from {meta["status"]!r} to {status!r}')
-    history = meta.get('status_history', []) + [{'status': status, 'at': now_iso(), **({'error': mask_url(error)} if error else {})}]
+    if status not in _ALLOWED[meta['status']]:
+        raise ValueError(f'run {self.run_name} cannot go from {meta["status"]!r} to {status!r}')
+    change = {'status': status, 'at': now_iso(), **({'error': mask_url(error)} if error else {})}
+    history = meta.get('status_history', []) + [change]
     extra = {'error': mask_url(error)} if error else {}
-    self.save_training_log(f'status: {status}' + (f' ({mask_url(error).splitlines()[-1] if error.strip() else error})' if error else ''),
+    cause = (mask_url(error).splitlines()[-1] if error.strip() else error) if error else ''
+    self.save_training_log(f'status: {status}' + (f' ({cause})' if error else ''),
                            level='ERROR' if status == 'failed' else 'INFO')
     meta = self.update_metadata(status=status, status_history=history, **extra, **fields)
     if status in ENDED: self.release_lock()
@@ -240,7 +245,8 @@ def save_checkpoint(self, model, optimizer, epoch: int, metrics: dict,
     payload = {'epoch': epoch, 'model_state_dict': model.state_dict(),
                'optimizer_state_dict': optimizer.state_dict() if optimizer is not None else {},
                'metrics': metrics, 'timestamp': now_iso(), **(state or {})}
-    targets = [self.run_dir/'checkpoints'/f'checkpoint-{epoch}'] + ([self.run_dir/'checkpoints'/'best'] if is_best else [])
+    checkpoints = self.run_dir/'checkpoints'
+    targets = [checkpoints/f'checkpoint-{epoch}'] + ([checkpoints/'best'] if is_best else [])
     for d in targets:
         # metrics first, weights last: a checkpoint directory counts once its pytorch_model.bin exists
         write_json(d/'metrics.json', {'epoch': epoch, **metrics})
@@ -268,7 +274,7 @@ def load_checkpoint(self, path: str | Path | None = None) -> dict:
 
 @patch_to(TrainingManager)
 def save_model(self, model, model_config: dict, training_args: dict) -> Path:
-    "Write the final `model/pytorch_model.bin` (state dict), `model/config.json` (with the weights' SHA-256) and `model/training_args.json`."
+    "Write the final `model/pytorch_model.bin`, `model/config.json` (with its SHA-256) and `model/training_args.json`."
     path = _torch_save(model.state_dict(), self.run_dir/'model'/'pytorch_model.bin')
     write_json(self.run_dir/'model'/'config.json', mask_secrets({**model_config, 'weights_sha256': sha256_file(path)}))
     write_json(self.run_dir/'model'/'training_args.json', mask_secrets(training_args))
@@ -310,7 +316,7 @@ def rebuild_best(self, checkpoint: str | Path) -> Path:
 
 @patch_to(TrainingManager)
 def save_model_state(self, name: str, model, metrics: dict, extra: dict | None = None) -> Path:
-    "Write `checkpoints/{name}/` for a named model state (a pruning step): `metrics.json`, `config.json`, then the weights."
+    "Write `checkpoints/{name}/`, a named model state (a pruning step): `metrics.json`, `config.json`, then weights."
     d = self.run_dir/'checkpoints'/name
     write_json(d/'metrics.json', metrics)
     write_json(d/'config.json', model.config.to_dict())
@@ -323,7 +329,8 @@ def save_model_state(self, name: str, model, metrics: dict, extra: dict | None =
 def save_evaluation_results(self, results: dict) -> Path:
     "Write `results/eval_results.json` and copy the headline metrics into metadata."
     meta = self.metadata
-    full = {'evaluated_at': now_iso(), 'stock_symbol': meta['stock_symbol'], 'model_type': meta['model_type'], **results}
+    full = {'evaluated_at': now_iso(), 'stock_symbol': meta['stock_symbol'], 'model_type': meta['model_type'],
+            **results}
     path = write_json(self.run_dir/'results'/'eval_results.json', mask_secrets(full))
     scalars = lambda d: {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     headline = scalars(results.get('metrics', results))
@@ -351,7 +358,8 @@ def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
 def get_model_path(self) -> Path:
     "Path of the final model weights (raises if the run has not saved one)."
     path = self.run_dir/'model'/'pytorch_model.bin'
-    if not path.exists(): raise FileNotFoundError(f'run {self.run_name} has no saved model (status {self.metadata["status"]})')
+    if not path.exists():
+        raise FileNotFoundError(f'run {self.run_name} has no saved model (status {self.metadata["status"]})')
     return path
 
 @patch_to(TrainingManager)
@@ -398,7 +406,7 @@ def failing_on_error(self):
 
 @patch_to(TrainingManager)
 def fail_on_exception(self) -> bool:
-    "In IPython (papermill, Jupyter): mark this run failed whenever a cell raises. Returns whether a hook was installed."
+    "In IPython (papermill, Jupyter): mark this run failed whenever a cell raises; True if a hook was installed."
     try: ip = get_ipython()  # noqa: F821 (defined inside IPython only)
     except NameError: return False
     manager = self
@@ -560,7 +568,8 @@ def _baseline_columns(run_dir: Path, meta: dict) -> dict:
     return {'baseline_metric': metric, 'best_baseline': best[0], 'baseline_value': best[1],
             'winner': winner(value, best[1], metric)}
 
-def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None, ascending: bool | None = None) -> pd.DataFrame:
+def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None,
+               ascending: bool | None = None) -> pd.DataFrame:
     "One row per run: name, model, kind, symbols, status, created, test metrics, best baseline, winner; by `sort_by`."
     root, rows = Path(output_dir or default_out_dir()), []
     for meta in TrainingManager.list_runs(output_dir):
@@ -587,7 +596,8 @@ def compare_runs(a: str, b: str, output_dir: str | Path | None = None) -> pd.Dat
                 **{f'{s}_samples': v.get('samples') for s, v in data.get('segments', {}).items()}}
     ca, cb = settings(ra), settings(rb)
     skip = {'run_name', 'notebook_path', 'progress'}
-    rows = [(f'config.{k}', ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb)) if k not in skip and ca.get(k) != cb.get(k)]
+    rows = [(f'config.{k}', ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb))
+            if k not in skip and ca.get(k) != cb.get(k)]
     ma, mb = ra.metadata.get('eval_metrics') or {}, rb.metadata.get('eval_metrics') or {}
     rows += [(f'metric.{k}', ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))]
     rows += [('status', ra.metadata['status'], rb.metadata['status'])]
