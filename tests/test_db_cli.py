@@ -191,3 +191,10 @@ def test_a_lock_that_outlasts_the_timeout_is_one_clear_line(sqlite_db, tmp_path)
     failed = next(l for l in r.stdout.splitlines() if l.startswith('FAILED'))
     assert 'is locked' in failed and 'another process' in failed and 'QUANTNB_SQLITE_TIMEOUT' in failed
     assert 'INSERT' not in r.stdout and 'SQL:' not in r.stdout and 'sqlalche.me' not in r.stdout
+
+
+def test_the_embedded_database_is_built_once_and_leaves_no_lock_file(tmp_path):
+    "A new user's first command builds the sample database; the lock that guarded it is not left behind."
+    r = quantnb('db', 'info', home=tmp_path)
+    assert r.returncode == 0 and 'symbols: 10' in r.stdout, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(('-wal', '-shm'))) == ['quantnb.sqlite']

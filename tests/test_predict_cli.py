@@ -1,6 +1,6 @@
 """Using a finished run from the command line: `quantnb predict | verify | runs show` on plain, two-stage and pruning
 runs; the database a prediction reads; weights that were swapped, truncated or pickled with arbitrary objects."""
-import os, re, shutil, subprocess, sys
+import os, re, shutil, sqlite3, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -170,7 +170,8 @@ def test_a_pickle_with_an_arbitrary_object_is_refused_and_never_runs(plain, home
 def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, sqlite_sample_url):
     "No URL given: the run's recorded database, named in the output; a missing one or one with a password is an error."
     db = tmp_path / 'research.sqlite'
-    shutil.copy(sqlite_sample_url.removeprefix('sqlite:///'), db)
+    with sqlite3.connect(sqlite_sample_url.removeprefix('sqlite:///')) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)   # the sample is in WAL mode: a file copy can miss what is still in its -wal file
     url = f'sqlite:///{db}'
     run = run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
                        run_name='elsewhere', db_url=url, progress=False)

@@ -134,8 +134,9 @@ def test_bad_parameters_fail_before_any_run_exists(tmp_path):
 
 
 @pytest.mark.mysql
-def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mysql_db):
-    "A password-protected MariaDB account: quantnb train takes it, the run completes, and no file under out/ holds it."
+@pytest.mark.parametrize('form', ['userinfo', 'query'])
+def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mysql_db, form):
+    "A password-protected MariaDB account, in `user:pw@` or `?password=` form: the run completes, no file under out/ holds it."
     from quantnb.data.importer import load_sample
     db = make_mysql_db('qnb_pw')
     load_sample(db)
@@ -146,16 +147,19 @@ def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mys
             conn.exec_driver_sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
             conn.exec_driver_sql(f"GRANT ALL ON `{db.rsplit('/', 1)[1]}`.* TO '{user}'@'{host}'")
     try:
-        url = db.replace('root@', f'{user}:{password}@')
+        url = (db.replace('root@', f'{user}:{password}@') if form == 'userinfo' else
+               db.replace('root@', f'{user}@') + f'?password={password}')
         r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--epochs', '1', '--seq_len', '30', '--progress', 'false',
                             '--db_url', url, '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         run = only_run(tmp_path)
-        assert run.metadata['status'] == 'completed' and f'{user}:***@' in run.metadata['data_source']
+        assert run.metadata['status'] == 'completed' and password not in run.metadata['data_source']
+        assert '***' in run.metadata['data_source']
         files = [p for p in (tmp_path / 'out').rglob('*') if p.is_file()]
         assert len(files) > 15
         for p in files: assert password.encode() not in p.read_bytes(), p
         assert password not in r.stdout + r.stderr
+        if form == 'query': return
         # as a papermill parameter it would be written into the executed notebook (papermill's file, outside out/ here)
         refused = papermill(tmp_path, '-p', 'db_url', url, *QUICK, output=str(tmp_path / 'refused.ipynb'))
         assert refused.returncode != 0 and 'carries a password' in refused.stderr + refused.stdout

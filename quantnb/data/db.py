@@ -177,7 +177,9 @@ def _file_lock(path: Path):
     with open(path, 'a') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            path.unlink(missing_ok=True)   # waiters hold the old file and find the work done; no empty file stays
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 _default_database_fillers: list = []   # the importer adds `load_sample` (`quantnb.data` imports it with this module)
 
