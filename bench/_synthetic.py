@@ -3,7 +3,7 @@ import numpy as np, pandas as pd
 
 
 def synthetic_universe(n_symbols: int = 300, n_days: int = 2500, seed: int = 0) -> pd.DataFrame:
-    "A long frame (symbol, trade_date as YYYY-MM-DD text, OHLC, volume, amount, pre_close, caps), one dividend a year or so."
+    "A long frame (symbol, trade_date as YYYY-MM-DD text, OHLC, volume, amount, pre_close, caps), a dividend a year."
     rng = np.random.default_rng(seed)
     days = pd.bdate_range('2012-01-02', periods=n_days).strftime('%Y-%m-%d')
     frames = []
@@ -16,9 +16,10 @@ def synthetic_universe(n_symbols: int = 300, n_days: int = 2500, seed: int = 0) 
         open_ = np.round(np.clip(pre_close * (1 + rng.normal(0, 0.005, n_days)), low, high), 2)
         volume = rng.integers(100_000, 10_000_000, n_days).astype(float)
         float_shares = rng.uniform(1e8, 1e10)
-        frames.append(pd.DataFrame({'symbol': f'{990000 + i:06d}', 'trade_date': days, 'open': open_, 'high': high, 'low': low,
-                                    'close': close, 'volume': volume, 'amount': np.round(volume * close, 2), 'pre_close': pre_close,
-                                    'float_market_cap': close * float_shares, 'total_market_cap': close * float_shares * 1.3}))
+        frames.append(pd.DataFrame({
+            'symbol': f'{990000 + i:06d}', 'trade_date': days, 'open': open_, 'high': high, 'low': low, 'close': close,
+            'volume': volume, 'amount': np.round(volume * close, 2), 'pre_close': pre_close,
+            'float_market_cap': close * float_shares, 'total_market_cap': close * float_shares * 1.3}))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -46,7 +46,8 @@ def main():
     raw_bytes = rows * n_features * 4
     n_samples = sum(len(bundle.segment(s)) for s in SEGMENTS)
     naive_bytes = n_samples * args.seq_len * n_features * 4
-    held_bytes = bundle.train.values.numel() * 4 + bundle.train.targets.numel() * 4 + sum(bundle.segment(s).ends.numel() * 8 for s in SEGMENTS)
+    held_bytes = (bundle.train.values.numel() * 4 + bundle.train.targets.numel() * 4
+                  + sum(bundle.segment(s).ends.numel() * 8 for s in SEGMENTS))
 
     loader = make_dataloaders(bundle, batch_size=256)['train']
     it = iter(loader); next(it)

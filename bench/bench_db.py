@@ -11,7 +11,7 @@ backend is (loader time / read_sql time - 1) with the default `adjust='qfq'`, th
 import argparse, json, statistics, sys, tempfile, time, uuid
 from pathlib import Path
 
-import numpy as np, pandas as pd
+import pandas as pd
 import sqlalchemy as sa
 
 from quantnb.data.db import StockDataLoader, _kline_query, get_engine, init_db

@@ -70,7 +70,8 @@ def attention_comparison(options: dict, args) -> dict:
                      'parameters': count_parameters(module),
                      'forward_ms': round(median_seconds(fwd, args.warmup, args.repeat) * 1e3, 3),
                      'forward_backward_ms': round(median_seconds(fwd_bwd, args.warmup, args.repeat) * 1e3, 3)}
-    out['kv_cache_ratio'] = round(out['mha']['kv_cache_bytes_per_token_layer'] / out['mla']['kv_cache_bytes_per_token_layer'], 3)
+    per_token = {k: out[k]['kv_cache_bytes_per_token_layer'] for k in ('mha', 'mla')}
+    out['kv_cache_ratio'] = round(per_token['mha'] / per_token['mla'], 3)
     out['d_model'], out['n_heads'] = d, H
     return out
 

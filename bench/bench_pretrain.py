@@ -35,14 +35,17 @@ def subset(ds: WindowDataset, fraction: float) -> WindowDataset:
 def fine_tune(name, bundle, fraction, seed, pretrained_run, out, epochs):
     set_seed(seed)
     model = create_model(name, len(bundle.feature_names), horizon=bundle.horizon, seq_len=bundle.seq_len)
-    if pretrained_run: load_pretrained(model, pretrained_run, output_dir=out, feature_names=bundle.feature_names, seq_len=bundle.seq_len, verbose=False)
+    if pretrained_run:
+        load_pretrained(model, pretrained_run, output_dir=out, feature_names=bundle.feature_names,
+                        seq_len=bundle.seq_len, verbose=False)
     g = torch.Generator().manual_seed(seed)
     train = DataLoader(subset(bundle.train, fraction), batch_size=64, shuffle=True, generator=g)
     val = DataLoader(bundle.val, batch_size=256)
     trainer = Trainer(model, train, val, TrainingArgs(epochs=epochs, lr=1e-3, patience=5, progress=False, seed=seed))
     summary = trainer.fit()                       # ends with the best epoch's weights
     pred, true = trainer.predict(val)
-    return {'val_loss': summary['best_val_loss'], 'direction_accuracy': float((np.sign(pred[:, 0]) == np.sign(true[:, 0])).mean()),
+    return {'val_loss': summary['best_val_loss'],
+            'direction_accuracy': float((np.sign(pred[:, 0]) == np.sign(true[:, 0])).mean()),
             'train_samples': len(train.dataset), 'epochs': summary['total_epochs_trained']}
 
 
@@ -63,16 +66,18 @@ def main():
     result = {'target': args.target, 'seq_len': seq_len, 'seeds': seeds, 'fractions': fractions, 'models': {}}
     for name in args.models.split(','):
         t = time.perf_counter()
-        pre = run_training(model=name, task='pretrain', pretext='masked', symbols='all', seq_len=seq_len, epochs=args.pretrain_epochs,
-                           batch_size=128, lr=1e-3, out_dir=out, progress=False, seed=0)
+        pre = run_training(model=name, task='pretrain', pretext='masked', symbols='all', seq_len=seq_len,
+                           epochs=args.pretrain_epochs, batch_size=128, lr=1e-3, out_dir=out, progress=False, seed=0)
         cell = {'pretrain_run': pre.manager.run_name, 'pretrain_seconds': round(time.perf_counter() - t, 1),
                 'pretrain_masked_mse': pre.results['metrics']['masked_mse'],
                 'pretrain_baseline_zero_mse': pre.results['baselines']['zero']['masked_mse']}
         for fraction in fractions:
             for init in ('pretrained', 'scratch'):
-                runs = [fine_tune(name, bundle, fraction, s, pre.manager.run_name if init == 'pretrained' else None, out, args.epochs) for s in seeds]
+                source = pre.manager.run_name if init == 'pretrained' else None
+                runs = [fine_tune(name, bundle, fraction, s, source, out, args.epochs) for s in seeds]
                 cell[f'{int(fraction * 100)}%/{init}'] = {
-                    'val_loss_mean': statistics.mean(r['val_loss'] for r in runs), 'val_loss_std': statistics.pstdev(r['val_loss'] for r in runs),
+                    'val_loss_mean': statistics.mean(r['val_loss'] for r in runs),
+                    'val_loss_std': statistics.pstdev(r['val_loss'] for r in runs),
                     'direction_accuracy_mean': statistics.mean(r['direction_accuracy'] for r in runs),
                     'direction_accuracy_std': statistics.pstdev(r['direction_accuracy'] for r in runs),
                     'train_samples': runs[0]['train_samples'], 'epochs': [r['epochs'] for r in runs]}
@@ -92,10 +97,12 @@ def plot(result, path):
             ax = axes[2 * i + j]
             for k, init in enumerate(('pretrained', 'scratch')):
                 keys = [f'{int(f * 100)}%/{init}' for f in result['fractions']]
-                ax.errorbar(np.arange(3) + (k - 0.5) * 0.1, [cell[x][f'{metric}_mean'] for x in keys], [cell[x][f'{metric}_std'] for x in keys],
-                            marker='o', capsize=3, label=init)
-            ax.set_xticks(range(3), [f'{int(f * 100)}%' for f in result['fractions']]); ax.set_xlabel('share of training data')
-            ax.set_title(f'{name}: validation {"loss" if metric == "val_loss" else "next-day direction accuracy"}'); ax.legend(fontsize=8)
+                ax.errorbar(np.arange(3) + (k - 0.5) * 0.1, [cell[x][f'{metric}_mean'] for x in keys],
+                            [cell[x][f'{metric}_std'] for x in keys], marker='o', capsize=3, label=init)
+            ax.set_xticks(range(3), [f'{int(f * 100)}%' for f in result['fractions']])
+            ax.set_xlabel('share of training data')
+            ax.set_title(f'{name}: validation {"loss" if metric == "val_loss" else "next-day direction accuracy"}')
+            ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

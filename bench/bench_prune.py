@@ -20,7 +20,7 @@ The batch is 256 windows by default: one forward pass scoring a universe the siz
 inference a pruned model is for. One thread by default: repeatable on a shared machine, and what one worker of a
 serving process gets. Prints one JSON object; `latency_ratio_70` per model is the headline (target <= 0.6).
 """
-import argparse, copy, json, platform, statistics, time
+import argparse, json, platform, statistics, time
 
 import torch
 
@@ -45,18 +45,22 @@ def test_metrics(trainer, bundle, loader) -> dict:
 def bench_model(name, bundle, loaders, args) -> dict:
     set_seed(args.seed)
     dense = create_model(name, len(bundle.feature_names), seq_len=args.seq_len)
-    train = lambda model, epochs, lr: Trainer(model, loaders['train'], loaders['val'],
-                                              TrainingArgs(epochs=epochs, lr=lr, patience=None, progress=False, seed=args.seed))
+    train = lambda model, epochs, lr: Trainer(
+        model, loaders['train'], loaders['val'],
+        TrainingArgs(epochs=epochs, lr=lr, patience=None, progress=False, seed=args.seed))
     t0 = time.perf_counter()
     trainer = train(dense, args.epochs, args.lr)
     trainer.fit()
-    models, rows = {0.0: dense}, {0.0: {'test': test_metrics(trainer, bundle, loaders['test']), 'train_seconds': round(time.perf_counter() - t0, 1)}}
+    models = {0.0: dense}
+    rows = {0.0: {'test': test_metrics(trainer, bundle, loaders['test']),
+                  'train_seconds': round(time.perf_counter() - t0, 1)}}
     groups = unit_groups(dense)
     scores = unit_scores(dense, groups, 'magnitude')
     for s in SPARSITIES[1:]:
         pruned = remove_units(dense, top_units(scores, uniform_counts(groups, s)), groups)
         t0 = time.perf_counter()
-        before = test_metrics(Trainer(pruned, loaders['train'], loaders['val'], TrainingArgs(progress=False)), bundle, loaders['test'])
+        evaluator = Trainer(pruned, loaders['train'], loaders['val'], TrainingArgs(progress=False))
+        before = test_metrics(evaluator, bundle, loaders['test'])
         ft = train(pruned, args.finetune_epochs, args.finetune_lr)
         ft.fit()
         models[s] = pruned
@@ -74,9 +78,11 @@ def bench_model(name, bundle, loaders, args) -> dict:
         ratios = [t[s] / t[0.0] for t in trials]
         out[key] = {'unit_sparsity': s, 'parameters': count_parameters(m),
                     'parameter_ratio': round(count_parameters(m) / count_parameters(dense), 4),
-                    'flops_per_window': count_flops(m, x[:1]), 'flops_ratio': round(count_flops(m, x[:1]) / count_flops(dense, x[:1]), 4),
+                    'flops_per_window': count_flops(m, x[:1]),
+                    'flops_ratio': round(count_flops(m, x[:1]) / count_flops(dense, x[:1]), 4),
                     'latency_ms': round(statistics.median(t[s] for t in trials) * 1e3, 3),
-                    'latency_ratio': round(statistics.median(ratios), 4), 'latency_ratio_trials': [round(r, 4) for r in ratios],
+                    'latency_ratio': round(statistics.median(ratios), 4),
+                    'latency_ratio_trials': [round(r, 4) for r in ratios],
                     **rows[s]}
     out['latency_ratio_50'], out['latency_ratio_70'] = out['50']['latency_ratio'], out['70']['latency_ratio']
     out['meets_target_70'] = out['latency_ratio_70'] <= 0.6
@@ -105,7 +111,8 @@ def main():
     print(json.dumps({
         'symbol': args.symbol, 'input_shape': [args.batch, args.seq_len, len(bundle.feature_names)],
         'samples': {k: len(bundle.segment(k)) for k in ('train', 'val', 'test')},
-        'epochs': args.epochs, 'finetune_epochs': args.finetune_epochs, 'finetune_lr': args.finetune_lr, 'trials': args.trials, 'repeat': args.repeat,
+        'epochs': args.epochs, 'finetune_epochs': args.finetune_epochs, 'finetune_lr': args.finetune_lr,
+        'trials': args.trials, 'repeat': args.repeat,
         'torch': torch.__version__, 'threads': torch.get_num_threads(), 'machine': platform.machine(),
         'criterion': 'L2 magnitude, every group loses the same share of units', 'target_latency_ratio_70': 0.6,
         'models': results,

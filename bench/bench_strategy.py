@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""StrategyLoss: the vectorised loss vs seed 003's per-sample Python loop, forward + backward, same inputs, same process.
+"""StrategyLoss: the vectorised loss vs a per-sample Python loop, forward + backward, same inputs, same process.
 
     python bench/bench_strategy.py [--batch 256] [--days 20] [--repeats 15]
 
@@ -17,7 +17,7 @@ import torch
 from quantnb.strategy.core import StrategyLoss
 
 
-# the reference: seed 003's per-sample loop, exactly as the tests check it against StrategyLoss
+# the reference: the per-sample loop, exactly as the tests check it against StrategyLoss
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'tests'))
 from test_strategy import reference_strategy_loss
 
@@ -41,7 +41,8 @@ def main():
     ap.add_argument('--target', type=float, default=20.0)
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
-    returns = (torch.rand(args.batch, 1, generator=g) - 0.5) * 0.02 + 0.02 * torch.randn(args.batch, args.days, generator=g)
+    drift = (torch.rand(args.batch, 1, generator=g) - 0.5) * 0.02
+    returns = drift + 0.02 * torch.randn(args.batch, args.days, generator=g)
     positions = torch.randint(0, 11, (args.batch, args.days), generator=g).float() / 10
     vectorised = StrategyLoss()
     _, lv, gv = forward_backward(vectorised, positions, returns)

@@ -54,7 +54,8 @@ def main():
         model = create_model(name, len(bundle.feature_names), horizon=7)
         bare_model = copy.deepcopy(model)
         bare_opt = torch.optim.AdamW(bare_model.parameters(), lr=1e-3)
-        trainer = Trainer(model, loaders['train'], loaders['val'], TrainingArgs(epochs=args.epochs + 1, progress=False, loss='mse'))
+        trainer = Trainer(model, loaders['train'], loaders['val'],
+                          TrainingArgs(epochs=args.epochs + 1, progress=False, loss='mse'))
         bare_epoch(bare_model, bare_opt, loaders['train']); trainer_epoch(trainer)       # warm-up
         bare, tr = [], []
         for _ in range(args.epochs):
@@ -69,7 +70,8 @@ def main():
         start = time.perf_counter(); fit.fit(); fit_seconds = (time.perf_counter() - start) / 2
         result['models'][name] = {'bare_samples_per_s': round(n / b, 1), 'trainer_samples_per_s': round(n / t, 1),
                                   'bare_epoch_seconds': round(b, 3), 'trainer_epoch_seconds': round(t, 3),
-                                  'trainer_overhead': round(t / b - 1, 4), 'fit_seconds_per_epoch': round(fit_seconds, 3)}
+                                  'trainer_overhead': round(t / b - 1, 4),
+                                  'fit_seconds_per_epoch': round(fit_seconds, 3)}
     result['trainer_overhead'] = {k: v['trainer_overhead'] for k, v in result['models'].items()}
     result['target'] = 'trainer_overhead < 0.10 per model'
     result['ok'] = all(v < 0.10 for v in result['trainer_overhead'].values())

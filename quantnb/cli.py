@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb 4
 from __future__ import annotations
-import argparse, contextlib, dataclasses, datetime as dt, json, os, re, shlex, signal, sys, textwrap, threading
+import argparse, contextlib, datetime as dt, json, os, re, shlex, signal, sys, textwrap, threading
 from pathlib import Path
 from typing import Sequence
 
@@ -348,8 +348,8 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f'{text!r} is not true/false')
 
 # %% ../nbs/90_cli.ipynb 16
-def build_parser() -> argparse.ArgumentParser:
-    "The `quantnb` argument parser."
+def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
+    "The `quantnb` argument parser; without `train_options`, `quantnb train` gets no options (and torch stays unloaded)."
     parser = argparse.ArgumentParser(prog='quantnb', description='Deep learning on stock K-line data.')
     commands = parser.add_subparsers(dest='command', required=True)
     db = commands.add_parser('db', help='create, fill and inspect the database').add_subparsers(dest='db_command', required=True)
@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=lambda a: db_check(a.url, a.symbols))
 
     p = commands.add_parser('train', help='train a model: run the training notebook with papermill')
-    _add_train_options(p)
+    if train_options: _add_train_options(p)   # they come from the run classes, which import torch
     p.set_defaults(handler=lambda a: train({k: v for k, v in vars(a).items() if k not in ('command', 'handler')}))
 
     runs = commands.add_parser('runs', help='list, show and compare runs in out/').add_subparsers(dest='runs_command', required=True)
@@ -410,7 +410,8 @@ def _reader_gone() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `quantnb` console command."
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(train_options=argv[:1] == ['train']).parse_args(argv)   # other commands start without torch
     try:
         code = args.handler(args)
         sys.stdout.flush()   # a closed pipe shows up here, not in the interpreter's exit

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_transfer.ipynb 4
 from __future__ import annotations
-import dataclasses, json, pickle, re
+import dataclasses, pickle, re
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +250,7 @@ def functional_check(model: QuantModel, batch: tuple, loss_fn: nn.Module, fresh:
 def _run_sample(src: CheckpointSource, n: int = 256):
     "A batch of the run's own validation windows and its task loss, rebuilt from the run's config."
     from quantnb.data.datasets import Normalizer, load_datasets, Split
-    from quantnb.train.trainer import make_loss
+    from quantnb.models.core import make_loss
     from quantnb.pretrain import MaskedMSELoss, MaskedWindows
     c, cfg = src.config, read_json(src.run_dir/'config.json') if (src.run_dir/'config.json').exists() else {}
     params, data = cfg.get('params', {}), cfg.get('data', {})

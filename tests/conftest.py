@@ -4,7 +4,6 @@ MariaDB is expected at 127.0.0.1:3306 (root, no password) or at $QUANTNB_TEST_MY
 need it are skipped when it does not answer, except under CI (`CI` set), where they fail.
 """
 import os, uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa

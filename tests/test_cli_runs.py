@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantnb.train.runs import MissingKeyError, RunFileError, TrainingManager, best_baseline, runs_table
+from quantnb.train.runs import MissingKeyError, TrainingManager, best_baseline, runs_table
 
 QUANTNB = str(Path(sys.executable).parent / 'quantnb')
 TEN = ['600000', '600036', '600519', '601318', '000001', '000002', '000333', '000858', '002415', '300750']

@@ -1,5 +1,5 @@
 """core: settings from the environment, secret masking, atomic writes, seeding."""
-import json, os, random
+import random
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +59,29 @@ def test_set_seed_makes_python_numpy_and_torch_repeat():
     set_seed(7); b = draw()
     set_seed(8); c = draw()
     assert a == b and a != c
+
+
+def _quantnb_modules():
+    import importlib, pkgutil, quantnb
+    return [importlib.import_module(m.name) for m in pkgutil.walk_packages(quantnb.__path__, 'quantnb.')
+            if not m.name.endswith('_modidx')]
+
+
+def test_patched_methods_belong_to_their_class_only():
+    "A method attached with `patch_to` is named after its class and leaves no module-level function behind."
+    import inspect
+    from quantnb.core import patch_to
+    from quantnb.models.core import build_model
+    from quantnb.train import pipeline
+    assert pipeline.TrainingRun.build_model.__qualname__ == 'TrainingRun.build_model'
+    assert getattr(pipeline, 'build_model', None) in (None, build_model)   # never the run's method
+    for mod in _quantnb_modules():
+        classes = [c for c in vars(mod).values() if inspect.isclass(c) and c.__module__.startswith('quantnb')]
+        methods = {id(f): f'{c.__qualname__}.{k}' for c in classes for k, f in vars(c).items()
+                   if inspect.isfunction(f) and f.__name__ == k}   # (not an alias assigned by hand)
+        left = [f'{mod.__name__}.{k} is {methods[id(v)]}' for k, v in vars(mod).items() if id(v) in methods]
+        assert not left, left
+    class Box: pass
+    @patch_to(Box)
+    def size(self): return 'method'
+    assert (size, Box().size(), Box.size.__qualname__) == (None, 'method', f'{Box.__qualname__}.size')

@@ -7,7 +7,6 @@ import pytest
 import sqlalchemy as sa
 
 from quantnb.core import SAMPLE_DIR, mask_url, parse_db_url
-from quantnb.data.db import get_engine
 
 QUANTNB = str(Path(sys.executable).parent / 'quantnb')
 PLAIN_HEADER = 'symbol,trade_date,open,high,low,close,volume,amount,pre_close'

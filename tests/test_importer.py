@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from quantnb.core import SAMPLE_DIR
 from quantnb.data import importer
-from quantnb.data.db import StockDataLoader, get_engine
+from quantnb.data.db import StockDataLoader
 from quantnb.data.importer import (ImportValidationError, import_file, import_paths, read_kline_csv,
                                    read_stock_basic_csv, sample_files)
 from conftest import table_dump

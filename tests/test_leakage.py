@@ -5,11 +5,10 @@
    through the same pipeline and classifier, gives near-perfect accuracy (so the check has teeth).
 """
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from quantnb.data.datasets import SEGMENTS, build_datasets, walk_forward_splits
+from quantnb.data.datasets import build_datasets, walk_forward_splits
 from quantnb.data.db import StockDataLoader
 from quantnb.data.features import FEATURES, register_feature
 

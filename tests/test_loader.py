@@ -4,10 +4,8 @@ import pandas as pd
 import pytest
 
 from quantnb.core import SAMPLE_DIR
-from quantnb.data.db import (DatabaseNotInitialisedError, EmptyRangeError, StockDataLoader, UnknownSymbolError,
-                             normalize_symbol)
+from quantnb.data.db import (DatabaseNotInitialisedError, EmptyRangeError, StockDataLoader, UnknownSymbolError)
 from quantnb.data.importer import read_kline_csv
-from conftest import table_dump
 
 SAMPLE_SYMBOLS = ['000001', '000002', '000333', '000858', '002415', '300750', '600036', '600276', '600519', '601318']
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from quantnb.core import set_seed
-from quantnb.models.core import (HEADS, ModelConfig, ModelConfigError, QuantModel, build_model, count_parameters,
+from quantnb.models.core import (HEADS, ModelConfig, ModelConfigError, build_model, count_parameters,
                                  create_model, list_models, list_presets, model_options, register_head)
 from quantnb.models.enhanced import (ENHANCED_PRESETS, MoEFeedForward, MultiHeadLatentAttention, apply_rotary_emb,
                                      precompute_freqs_cis)

@@ -1,6 +1,6 @@
 """Using a finished run from the command line: `quantnb predict | verify | runs show` on plain, two-stage and pruning
 runs; the database a prediction reads; weights that were swapped, truncated or pickled with arbitrary objects."""
-import json, os, re, shutil, sqlite3, subprocess, sys
+import os, re, shutil, sqlite3, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -205,8 +205,8 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
 def test_predict_on_a_mysql_run_reads_mysql_without_being_told(home, out, mysql_sample_url):
     "The first-hour report: a run trained on MariaDB, `quantnb predict` with QUANTNB_DB_URL unset, read the sample."
     from quantnb.core import mask_url
-    run = run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
-                       run_name='on_mysql', db_url=mysql_sample_url, progress=False)
+    run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
+                 run_name='on_mysql', db_url=mysql_sample_url, progress=False)
     r = quantnb('predict', 'on_mysql', home=home, out=out)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     assert r.stdout.splitlines()[0] == f'run on_mysql, bars from {mask_url(mysql_sample_url)}'

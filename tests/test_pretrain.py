@@ -1,13 +1,12 @@
 """Masked pretraining: masks, loss on hidden days only, every backbone, pretraining runs with provenance."""
-import json
 
 import numpy as np
 import pytest
 import torch
 
 from quantnb.core import read_json, sha256_file
-from quantnb.models.core import ModelConfig, create_model, list_models
-from quantnb.pretrain import (MaskedMSELoss, MaskedPretrainer, MaskedWindows, build_pretrainer, make_mask, neighbour_fill,
+from quantnb.models.core import ModelConfig
+from quantnb.pretrain import (MaskedMSELoss, MaskedWindows, build_pretrainer, make_mask, neighbour_fill,
                               random_mask, span_mask, unpack)
 from quantnb.train.pipeline import run_training
 

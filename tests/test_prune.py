@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from quantnb.core import set_seed
 from quantnb.models.core import ModelConfig, build_model, count_parameters, create_model
 from quantnb.prune.masks import (MaskKeeper, PruningTrainer, apply_masks, global_magnitude_masks, prunable_weights,
                                  random_masks_like, sparsity_report)
-from quantnb.prune.structured import (GroupPenalty, PruneParams, count_flops, load_pruned_model, random_units,
+from quantnb.prune.structured import (GroupPenalty, count_flops, load_pruned_model, random_units,
                                       refill_selection, remove_units, run_pruning, structured_masks, top_units,
                                       uniform_counts, unit_groups, unit_scores)
 from quantnb.train.runs import TrainingManager
@@ -228,7 +227,6 @@ def test_refill_counts_survivors_across_lstm_gate_blocks():
     model = loud(tiny('lstm'))
     groups = unit_groups(model)
     keep, masks = refill_selection(model, groups, rate=0.6)
-    params = dict(model.named_parameters())
     for g in groups:   # count survivors of unit u element by element, from the gate layout
         n, counts = g.n_units, torch.zeros(g.n_units)
         for s in g.slices:

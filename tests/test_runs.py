@@ -1,6 +1,5 @@
-"""TrainingManager: the out/ standard of seed 004, atomic writes, unique names, statuses, masking."""
+"""TrainingManager: the standard out/ layout, atomic writes, unique names, statuses, masking."""
 import json, threading
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Strategy network, Gumbel head, StrategyLoss against the seed's per-sample loop, MarketClassifier, stage-1 features and run_two_stage."""
+"""Strategy network, Gumbel head, StrategyLoss against a per-sample loop, MarketClassifier, stage-1 features and run_two_stage."""
 import json, math
 
 import numpy as np
@@ -18,10 +18,10 @@ from quantnb.train.runs import TrainingManager
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
-# --- the seed's loss, one sample at a time (the reference; bench/bench_strategy.py times it) ---------------------
+# --- the loss, one sample at a time (the reference; bench/bench_strategy.py times it) ---------------------
 
 def reference_classify_market(returns, trend_threshold=0.001, t_threshold=1.0, short_days=5, long_days=10):
-    "Seed 003's classify_market for one window `[days]`: three votes in plain Python, then the majority."
+    "The market classification of one window `[days]`: three votes in plain Python, then the majority."
     mean_return = torch.mean(returns).item()
     ma_short = torch.mean(returns[-short_days:]).item()
     ma_long = torch.mean(returns[-long_days:]).item()
@@ -38,7 +38,7 @@ def reference_classify_market(returns, trend_threshold=0.001, t_threshold=1.0, s
 
 def reference_strategy_loss(position_predictions, next_day_returns, relative_return_weight=1.0, risk_cost_weight=0.5,
                             opportunity_cost_weight=0.1, cost_bps=10.0, initial_position=0.0):
-    "Seed 003's StrategyLoss.forward: a Python loop over the samples of the batch."
+    "StrategyLoss.forward written as a Python loop over the samples of the batch."
     batch_size = position_predictions.shape[0]
     total_loss = 0
     for b in range(batch_size):
@@ -164,7 +164,7 @@ def _day_logits(network, features, **kw):
 
 
 class DetachedFeedback(GRUStrategyNetwork):
-    "The seed's bug: yesterday's position enters the GRU without its gradient."
+    "The bug to avoid: yesterday's position enters the GRU without its gradient."
     def step(self, features, previous_position, state, *args, **kw):
         return super().step(features, previous_position.detach(), state, *args, **kw)
 

@@ -8,8 +8,7 @@ from quantnb.core import read_json, sha256_file, write_json
 from quantnb.models.core import create_model
 from quantnb.train.pipeline import run_training
 from quantnb.train.runs import TrainingManager
-from quantnb.transfer import (NotAQuantnbCheckpoint, PretrainedCheckError, TransferError, load_pretrained, verify_pretrained,
-                              weight_statistics)
+from quantnb.transfer import (NotAQuantnbCheckpoint, PretrainedCheckError, TransferError, load_pretrained, verify_pretrained)
 
 
 from conftest import SMALL_TRANSFORMER
@@ -82,7 +81,7 @@ def test_fresh_models_of_any_size_are_random(name, size, seed):
     model = create_model(name, 45, **kw)
     report = verify_pretrained(model)
     assert report.verdict == 'random', str(report)
-    if name == 'lstm' and size == 64:        # seed 001's rule would have called this one pretrained
+    if name == 'lstm' and size == 64:        # a 'std > 0.05 means pretrained' rule would pass it
         assert min(r['std'] for r in report.weights) > 0.05
 
 
@@ -99,7 +98,7 @@ def test_a_checkpoint_trained_a_few_hundred_steps_is_pretrained(runs):
 
 
 def test_a_random_file_called_pretrained_stops_training(runs, tmp_path):
-    "Seed 001: an initialisation saved as 'pretrained' before it was trained. The run stops before training."
+    "An initialisation saved as 'pretrained' before it was trained. The run stops before training."
     out, pre, _ = runs
     fake = out / 'untrained_pretrained'
     shutil.copytree(pre.manager.run_dir, fake)

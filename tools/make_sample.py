@@ -7,7 +7,7 @@ Keeps each vendor file's banner (the compiler's credit), header and the rows dat
 2010-01-01 .. 2022-01-14, byte for byte, gzip-compressed with a fixed timestamp so the output is
 reproducible. The stock list is cut to the sampled stocks. SOURCE.md travels with the data.
 """
-import gzip, io, sys
+import gzip, sys
 from pathlib import Path
 
 FIRST, LAST = '2010-01-01', '2022-01-14'

@@ -50,7 +50,8 @@ def to_py(src, dest):
     for c in nb['cells']:
         src_text = ''.join(c['source'])
         tags = c.get('metadata', {}).get('tags')
-        head = '# %%' + (' [markdown]' if c['cell_type'] == 'markdown' else '') + (f' tags={json.dumps(tags)}' if tags else '')
+        head = ('# %%' + (' [markdown]' if c['cell_type'] == 'markdown' else '')
+                + (f' tags={json.dumps(tags)}' if tags else ''))
         if c['cell_type'] == 'markdown': src_text = '\n'.join(('# ' + l) if l else '#' for l in src_text.split('\n'))
         out.append(head + '\n' + src_text + '\n')
     Path(dest).write_text('\n'.join(out))

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .db import StockDataLoader, as_datetime64
-from .features import compute_features, feature_names
+from .features import compute_features
 
 # %% auto 0
 __all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'future_return_array', 'future_returns', 'direction_labels', 'class_balance',

@@ -5,7 +5,7 @@
 # %% ../../nbs/03_data.features.ipynb 4
 from __future__ import annotations
 import dataclasses, functools
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np, pandas as pd
 import talib

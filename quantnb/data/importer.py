@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..core import SAMPLE_DIR, mask_url
-from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error, init_db,
-                             is_valid_symbol, normalize_symbol, stock_basic_info, stock_kline_data, suspicious_bars,
+from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error,
+                             fill_default_database_with, init_db, is_valid_symbol, normalize_symbol, stock_basic_info, stock_kline_data, suspicious_bars,
                              upsert_frame)
 
 log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
@@ -420,3 +420,5 @@ def load_sample(url: str | Engine | None = None) -> list[FileImport]:
     failed = [r for r in results if not r.ok]
     if failed: raise RuntimeError('the bundled sample failed to import:\n' + '\n'.join(r.error for r in failed))
     return results
+
+fill_default_database_with(load_sample)   # a new user's first command finds the sample in the default database

@@ -22,7 +22,8 @@ class StackedRNN(nn.Module):
                  hidden_sizes: list[int],        # one width per layer
                  dropout: float = 0.0):          # on the outputs of every layer but the last, as in `nn.LSTM`
         super().__init__()
-        self.mode, self.hidden_sizes, self.dropout = check_choice('mode', mode, ('LSTM', 'GRU')), list(hidden_sizes), dropout
+        self.mode = check_choice('mode', mode, ('LSTM', 'GRU'))
+        self.hidden_sizes, self.dropout = list(hidden_sizes), dropout
         self.num_layers, gates = len(self.hidden_sizes), 4 if mode == 'LSTM' else 3
         d_in = input_size
         for k, h in enumerate(self.hidden_sizes):
@@ -56,8 +57,10 @@ class RecurrentBackbone(Backbone):
         self.pooling = check_choice('pooling', pooling, ('last', 'mean'))
         sizes = per_layer('hidden_size', hidden_size, num_layers)
         between = dropout if num_layers > 1 else 0.0
-        if len(set(sizes)) == 1: self.rnn = self.rnn_class(n_features, sizes[0], num_layers, batch_first=True, dropout=between)
-        else: self.rnn = StackedRNN('LSTM' if issubclass(self.rnn_class, nn.LSTM) else 'GRU', n_features, sizes, between)
+        if len(set(sizes)) == 1:
+            self.rnn = self.rnn_class(n_features, sizes[0], num_layers, batch_first=True, dropout=between)
+        else:
+            self.rnn = StackedRNN('LSTM' if issubclass(self.rnn_class, nn.LSTM) else 'GRU', n_features, sizes, between)
         self.dropout = nn.Dropout(dropout)
         self.d_out = sizes[-1]
 

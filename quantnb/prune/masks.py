@@ -4,7 +4,7 @@
 
 # %% ../../nbs/19_prune.masks.ipynb 4
 from __future__ import annotations
-import copy, math
+import math
 from typing import Callable, Iterable, Sequence
 
 import pandas as pd

@@ -4,17 +4,17 @@
 
 # %% ../../nbs/20_prune.structured.ipynb 4
 from __future__ import annotations
-import copy, dataclasses, json, math, statistics, time
-from dataclasses import dataclass, field
+import copy, dataclasses, json, statistics, time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from ..core import default_device, patch_to, read_json, set_seed, write_json
+from ..core import default_device, patch_to, read_json
 from ..data.datasets import make_dataloaders
 from ..models.core import MLPHead, ModelConfig, QuantModel, build_model, count_parameters
 from ..models.enhanced import EnhancedTransformerBackbone, MoEFeedForward, MultiHeadLatentAttention
@@ -24,8 +24,8 @@ from .masks import (Masks, PruningTrainer, apply_masks, global_magnitude_masks, 
                                  random_masks_like, sparsity_summary)
 from ..train.evaluate import evaluate_predictions, predictions_record
 from ..train.pipeline import TrainingRun, TrainParams
-from ..train.runs import TrainingManager, _torch_save
-from ..train.trainer import make_loss
+from ..train.runs import TrainingManager
+from ..models.core import make_loss
 from ..transfer import load_weights
 
 # %% auto 0
@@ -328,16 +328,6 @@ def unit_kinds(self) -> tuple[str, ...]:
     return kinds
 
 # %% ../../nbs/20_prune.structured.ipynb 28
-@patch_to(TrainingManager)
-def save_pruning_state(self, name: str, model: QuantModel, metrics: dict, extra: dict | None = None) -> Path:
-    "Write `checkpoints/{name}/`: `metrics.json`, the model's `config.json`, then `pytorch_model.bin` (weights, masks or kept units)."
-    d = self.run_dir/'checkpoints'/name
-    write_json(d/'metrics.json', metrics)
-    write_json(d/'config.json', model.config.to_dict())
-    _torch_save({'model_state_dict': model.state_dict(), 'model_config': model.config.to_dict(), 'metrics': metrics, **(extra or {})},
-                d/'pytorch_model.bin')
-    return d
-
 def load_pruned_model(run: str | Path, state: str | int | None = None, output_dir: str | Path | None = None) -> QuantModel:
     "A pruning run's model: the final one (`model/`) or state `k` (`checkpoints/state-{k}/`, also `'random-k'`), rebuilt and loaded strictly."
     manager = TrainingManager.load_run(run, output_dir)
@@ -393,7 +383,7 @@ def _build_dense_model(self) -> QuantModel:
     test = self.bundle.test
     idx = torch.arange(p.latency_batch) % len(test)
     self.timing_x = torch.stack([test[int(i)][0] for i in idx])   # [latency_batch, seq_len, n_features]
-    m._update_metadata(pruning={'method': p.prune, 'prune_rate': p.prune_rate, 'prune_states': p.prune_states, 'rewind_epoch': p.rewind_epoch})
+    m.update_metadata(pruning={'method': p.prune, 'prune_rate': p.prune_rate, 'prune_states': p.prune_states, 'rewind_epoch': p.rewind_epoch})
     return model
 
 PruningRun.build_model = _build_dense_model
@@ -453,7 +443,7 @@ def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None 
     record.update(extra or {})
     saved = {'masks': masks} if masks is not None else {}
     if kept is not None: saved['kept_units'] = kept
-    self.manager.save_pruning_state(label, model, record, saved)
+    self.manager.save_model_state(label, model, record, saved)
     self.manager.save_training_log(f'{label}: {params - pruned:,} of {self.dense_parameters:,} parameters, '
                                    f'test {json.dumps({k: round(v, 5) for k, v in record["test"].items() if k in ("mae", "accuracy", "ic")})}')
     self.last_results, self.last_outputs = results, outputs

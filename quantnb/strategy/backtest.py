@@ -161,7 +161,7 @@ def plot_backtest(result: BacktestResult, symbol: str | None = None, title: str 
 
 # %% ../../nbs/17_strategy.backtest.ipynb 19
 class MLStrategy:
-    "Seed 002's strategy: long (position 1) when the classifier's p(up) >= `confidence_threshold`, else flat (0)."
+    "A classifier's strategy: long (position 1) when the classifier's p(up) >= `confidence_threshold`, else flat (0)."
     def __init__(self, model_or_probabilities,            # a classifier (torch module or object with predict_proba), or probabilities [n, n_classes]
                  confidence_threshold: float = 0.65,
                  up_class: int = DIRECTION_CLASSES.index('up')):

@@ -6,17 +6,15 @@
 from __future__ import annotations
 import dataclasses, json, os, re
 from pathlib import Path
-from typing import Any
 
 import numpy as np, pandas as pd
 import torch
 
-from ..core import (Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, read_json,
-                          set_seed)
-from ..data.datasets import TASKS, DatasetBundle, Normalizer, load_datasets, make_dataloaders
+from ..core import Params, check_connection_name, connection_url, default_db_url, mask_url, patch_to, set_seed
+from ..data.datasets import TASKS, DatasetBundle, load_datasets, make_dataloaders
 from ..data.db import parse_symbols
 from ..data.features import feature_names
-from ..models.core import ModelConfig, build_model, create_model, list_models, list_presets
+from ..models.core import create_model, list_models, list_presets
 from ..pretrain import MASKS, MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
 from ..transfer import PretrainedCheckError, load_pretrained, resolve_checkpoint, verify_pretrained
 from .evaluate import (direction_confusion, evaluate_predictions, metrics_table, plot_attention,
@@ -278,7 +276,7 @@ def start(self) -> TrainingManager:
     p.threads = p.threads or default_threads()
     torch.set_num_threads(p.threads)
     self.manager.fail_on_exception()
-    self.manager._update_metadata(task=p.task, data_source=mask_url(self.db_url), stock_symbol=p.symbol_list() if len(p.symbol_list()) > 1 else p.symbol_list()[0])
+    self.manager.update_metadata(task=p.task, data_source=mask_url(self.db_url), stock_symbol=p.symbol_list() if len(p.symbol_list()) > 1 else p.symbol_list()[0])
     if not self.resuming:
         self.manager.save_config({'params': p.to_dict(), 'data_source': mask_url(self.db_url), **p.to_dict()})
     self.manager.update_status('preparing')
@@ -339,7 +337,7 @@ def _transfer(self):
     print(report)
     m.save_result('transfer_report', report.to_dict())
     m.save_training_log(str(report))
-    m._update_metadata(pretrained_from=p.pretrained, pretrained_verdict=verification.verdict, transfer_fraction=report.fraction_loaded)
+    m.update_metadata(pretrained_from=p.pretrained, pretrained_verdict=verification.verdict, transfer_fraction=report.fraction_loaded)
     self.transfer_report, self.verification = report, verification
 
 # %% ../../nbs/14_train.pipeline.ipynb 21
@@ -472,11 +470,11 @@ def finish(self) -> dict:
 @patch_to(TrainingRun)
 def save_notebook(self, path: str | Path | None = None) -> Path | None:
     "Copy the executed notebook (papermill's output, found from its command line if `path` is None) into the run, masked."
-    from quantnb.train.runs import _now
+    from quantnb.train.runs import now_iso
     path = Path(path) if path else papermill_output_path()
     if path is None or not path.exists(): return None
     if path.resolve().parent == self.manager.run_dir.resolve(): return path   # papermill already writes into the run
-    dest = self.manager.run_dir/('notebook.ipynb' if not self.resuming else f'notebook-resumed-{_now().replace(":", "")}.ipynb')
+    dest = self.manager.run_dir/('notebook.ipynb' if not self.resuming else f'notebook-resumed-{now_iso().replace(":", "")}.ipynb')
     if path.resolve() == dest.resolve(): return dest
     from quantnb.core import atomic_write
     with atomic_write(dest) as f: f.write(mask_url(path.read_text(encoding='utf-8')))
