@@ -138,3 +138,18 @@ def test_listing_and_comparing(finished_run, tmp_path_factory):
         TrainingManager.load_run('nope', out)
     with pytest.raises(ValueError, match='cannot sort by'):
         runs_table(out, sort_by='sharpe')
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'pickled object'])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, damage):
+    "Resume reads the latest checkpoint: a truncated file or a pickle of more than tensors is refused, naming it."
+    import pickle, torch
+    from quantnb.train.runs import CheckpointReadError
+    m = TrainingManager('600519', 'gru', output_dir=tmp_path / 'out')
+    net = torch.nn.Linear(2, 1)
+    path = m.save_checkpoint(net, torch.optim.AdamW(net.parameters()), 1, {'val_loss': 1.0}) / 'pytorch_model.bin'
+    if damage == 'truncated': path.write_bytes(path.read_bytes()[:100])
+    else: path.write_bytes(pickle.dumps({'epoch': 1, 'hook': print}))
+    with pytest.raises(CheckpointReadError) as e: m.load_checkpoint()
+    message = str(e.value)
+    assert str(path) in message and '\n' not in message and 'weights_only=False' not in message

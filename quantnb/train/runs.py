@@ -15,8 +15,8 @@ from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_fil
 # %% auto 0
 __all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'now_iso', 'mask_secrets', 'RunNotFoundError',
            'check_run_name', 'RunFileError', 'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager',
-           'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner', 'versus_baseline',
-           'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
+           'CheckpointReadError', 'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner',
+           'versus_baseline', 'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
 
 # %% ../../nbs/09_train.runs.ipynb 5
 STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed', 'interrupted')
@@ -234,9 +234,17 @@ def _torch_save(obj, path: Path) -> Path:
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return path
 
+class CheckpointReadError(ValueError):
+    "A checkpoint file torch cannot read as weights only: truncated, corrupt, or pickling more than tensors."
+
 def _torch_load(path: Path) -> dict:
     import torch
-    return torch.load(path, map_location='cpu', weights_only=True)
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError: raise
+    except Exception as e:   # never retried unsafely: quantnb reads weights only
+        raise CheckpointReadError(f'{path}: truncated, corrupt or not weights only; torch cannot read it '
+                                  f'({type(e).__name__}); delete its checkpoint directory to resume from '
+                                  'the one before') from None
 
 @patch_to(TrainingManager)
 def save_checkpoint(self, model, optimizer, epoch: int, metrics: dict,
