@@ -17,9 +17,9 @@ from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db
 # %% auto 0
 __all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'SUPPORTED_URLS',
            'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_valid_symbol',
-           'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'DatabaseLockedError', 'sqlite_busy_timeout',
-           'describe_db_error', 'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored',
-           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
+           'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout', 'describe_db_error',
+           'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored', 'compare_stored',
+           'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
            'DatabaseNotInitialisedError', 'StockDataLoader', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
@@ -115,9 +115,6 @@ def check_db_url(url: str) -> sa.engine.URL:
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _engines: dict[str, Engine] = {}
 
-class DatabaseLockedError(RuntimeError):
-    "Another process held the SQLite database's write lock for longer than the busy timeout."
-
 def sqlite_busy_timeout() -> float:
     "Seconds a writer waits for SQLite's lock: `$QUANTNB_SQLITE_TIMEOUT` or `SQLITE_BUSY_TIMEOUT_S`."
     return float(os.environ.get('QUANTNB_SQLITE_TIMEOUT') or SQLITE_BUSY_TIMEOUT_S)
@@ -136,7 +133,6 @@ def _sqlite_engine(url: str) -> Engine:
 
 def describe_db_error(error: BaseException, url: str | None = None) -> str:
     "One line for a database error: the driver's message without the SQL, the URL masked."
-    if isinstance(error, DatabaseLockedError): return str(error)
     orig = getattr(error, 'orig', None) or error
     text = mask_url(str(orig).splitlines()[0] if str(orig).strip() else type(orig).__name__)
     if 'database is locked' in text:
