@@ -196,6 +196,8 @@ def _ensure_default_database(path: Path):
         try:
             engine = sa.create_engine(f'sqlite:///{tmp}')
             _fill_default_database(engine)
+            with engine.connect() as conn:   # WAL is stored in the file: first readers never switch modes at once
+                conn.exec_driver_sql('PRAGMA journal_mode = WAL')
             engine.dispose()
             os.replace(tmp, path)
         finally: tmp.unlink(missing_ok=True)
