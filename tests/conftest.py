@@ -25,7 +25,8 @@ def quantnb_home(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def one_torch_thread():
-    "Tiny models: one intra-op thread; on a shared CPU, OpenMP workers spinning against each other make RNN steps 100x slower."
+    """Tiny models: one intra-op thread; on a shared CPU, OpenMP workers spinning against each other make RNN steps
+    100x slower."""
     import torch
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -112,9 +113,12 @@ SMALL_TRANSFORMER = '{"d_model": 32, "head_dim": 8, "ffn_dim": 64}'
 
 @pytest.fixture(scope='session')
 def pretrained_transformer(tmp_path_factory):
-    "One masked-pretraining run (a small transformer, five stocks, ~300 optimiser steps) shared by the pretraining and transfer tests."
+    """One masked-pretraining run (a small transformer, five stocks, ~300 optimiser steps) shared by the pretraining
+    and transfer tests."""
     from quantnb.train.pipeline import run_training
     out = tmp_path_factory.mktemp('pretrain_out')
-    run = run_training(model='transformer', task='pretrain', pretext='masked', symbols='600519,000001,600036,000858,601318',
-                       epochs=2, seq_len=30, batch_size=64, model_kwargs=SMALL_TRANSFORMER, out_dir=str(out), progress=False)
+    run = run_training(model='transformer', task='pretrain', pretext='masked',
+                       symbols='600519,000001,600036,000858,601318',
+                       epochs=2, seq_len=30, batch_size=64, model_kwargs=SMALL_TRANSFORMER, out_dir=str(out),
+                       progress=False)
     return out, run

@@ -1,4 +1,5 @@
-"""Backtest arithmetic checked by hand, portfolio rules, MLStrategy, and backtest_run on a finished classification run."""
+"""Backtest arithmetic checked by hand, portfolio rules, MLStrategy, and backtest_run on a finished classification
+run."""
 import json, math
 
 import numpy as np
@@ -15,7 +16,8 @@ from quantnb.train.pipeline import run_training
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def five_days(symbol='600519', positions=(0, 1, 1, 0.5, 0), returns=(0.01, 0.02, -0.01, 0.03, -0.02), start='2021-01-04'):
+def five_days(symbol='600519', positions=(0, 1, 1, 0.5, 0), returns=(0.01, 0.02, -0.01, 0.03, -0.02),
+              start='2021-01-04'):
     return pd.DataFrame({'symbol': symbol, 'date': pd.bdate_range(start, periods=len(positions)),
                          'position': positions, 'next_return': returns})
 
@@ -34,7 +36,8 @@ def test_five_days_by_hand_with_costs():
     assert m['days'] == 5
     assert abs(m['total_return'] - 0.0229260261275) < 1e-12
     assert abs(m['annualised_return'] - (1.0229260261275 ** (252 / 5) - 1)) < 1e-9
-    # mean 0.023 / 5 = 0.0046; squared deviations 0.00002116 + 0.00020736 + 0.00021316 + 0.00009801 + 0.00002601 = 0.0005657
+    # mean 0.023 / 5 = 0.0046;
+    # squared deviations 0.00002116 + 0.00020736 + 0.00021316 + 0.00009801 + 0.00002601 = 0.0005657
     std = math.sqrt(0.0005657 / 4)
     assert abs(m['volatility'] - std * math.sqrt(252)) < 1e-12
     assert abs(m['sharpe'] - 0.0046 / std * math.sqrt(252)) < 1e-9
@@ -55,14 +58,16 @@ def test_without_costs_and_always_invested_the_strategy_is_buy_and_hold():
     res = backtest(five_days(positions=(1, 1, 1, 1, 1)), cost_bps=25)
     assert res.metrics['excess_return'] == 0 and res.metrics['turnover'] == pytest.approx(252 / 5)
     cash = backtest(five_days(positions=(0, 0, 0, 0, 0)), cost_bps=25).metrics
-    assert cash['total_return'] == 0 and cash['max_drawdown'] == 0 and cash['turnover'] == 0 and math.isnan(cash['hit_rate'])
+    assert cash['total_return'] == 0 and cash['max_drawdown'] == 0 and cash['turnover'] == 0
+    assert math.isnan(cash['hit_rate'])
     free = backtest(five_days(), cost_bps=0).metrics
     assert free['total_return'] == pytest.approx(1.02 * 0.99 * 1.015 * 1.0 - 1, abs=1e-12)
 
 
 def test_portfolio_is_the_equal_weight_mean_of_the_stocks_on_each_day():
     a = five_days('600519')
-    b = five_days('000001', positions=(1, 1, 0, 0), returns=(0.03, -0.01, 0.02, 0.01), start='2021-01-05')   # starts a day later
+    # starts a day later
+    b = five_days('000001', positions=(1, 1, 0, 0), returns=(0.03, -0.01, 0.02, 0.01), start='2021-01-05')
     res = backtest(pd.concat([b, a]), cost_bps=10)
     assert sorted(res.by_symbol) == ['000001', '600519']
     port = res.portfolio
@@ -71,11 +76,14 @@ def test_portfolio_is_the_equal_weight_mean_of_the_stocks_on_each_day():
     second = port.loc[pd.Timestamp('2021-01-05')]
     assert second.strategy_return == pytest.approx((0.019 + 0.03 - 0.001) / 2)
     assert res.metrics['total_return'] == pytest.approx(port.equity.iloc[-1] - 1)
-    assert res.metrics['turnover'] == pytest.approx((res.by_symbol['600519']['turnover'] + res.by_symbol['000001']['turnover']) / 2)
-    assert res.by_symbol['600519']['total_return'] == pytest.approx(0.0229260261275, abs=1e-12)   # each stock priced alone
+    turnovers = res.by_symbol['600519']['turnover'], res.by_symbol['000001']['turnover']
+    assert res.metrics['turnover'] == pytest.approx(sum(turnovers) / 2)
+    # each stock priced alone
+    assert res.by_symbol['600519']['total_return'] == pytest.approx(0.0229260261275, abs=1e-12)
     table = res.table()
     assert list(table.index) == ['000001', '600519', 'portfolio']
-    assert json.loads(json.dumps(res.to_dict(), allow_nan=False))['symbols'] == ['000001', '600519']   # strict JSON, no NaN
+    # strict JSON, no NaN
+    assert json.loads(json.dumps(res.to_dict(), allow_nan=False))['symbols'] == ['000001', '600519']
 
 
 @pytest.mark.parametrize('bad, message', [
@@ -107,7 +115,8 @@ def test_ml_strategy_thresholds_p_up():
     probs = np.array([[0.1, 0.25, 0.65], [0.2, 0.2, 0.6], [0.0, 0.0, 1.0], [0.7, 0.1, 0.2]])
     assert MLStrategy(probs).positions().tolist() == [1.0, 0.0, 1.0, 0.0]
     assert MLStrategy(probs, confidence_threshold=0.6).positions().tolist() == [1.0, 1.0, 1.0, 0.0]
-    logits = np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0], [5.0, 0.0, 9.0], [1.0, 0.0, 0.0]])   # p(up) 0.787, 0.576, 0.982, 0.212
+    # p(up) 0.787, 0.576, 0.982, 0.212
+    logits = np.array([[0.0, 0.0, 2.0], [0.0, 0.0, 1.0], [5.0, 0.0, 9.0], [1.0, 0.0, 0.0]])
     assert MLStrategy.from_logits(logits).positions().tolist() == [1.0, 0.0, 1.0, 0.0]
     x = torch.tensor(logits, dtype=torch.float32)[:, None, :].repeat(1, 5, 1)                   # [n, seq_len, 3]
     model_strategy = MLStrategy(FixedLogits())
@@ -127,7 +136,8 @@ SMALL_RNN = '{"hidden_size": 16, "num_layers": 1}'
 @pytest.fixture(scope='module')
 def classification_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('out')
-    return run_training(model='lstm', task='classification', symbols='600519,000001', epochs=1, seq_len=20, start_date='2018-01-01',
+    return run_training(model='lstm', task='classification', symbols='600519,000001', epochs=1, seq_len=20,
+                        start_date='2018-01-01',
                         model_kwargs=SMALL_RNN, out_dir=str(out), progress=False, run_name='clf'), out
 
 
@@ -157,8 +167,8 @@ def test_backtest_run_trades_the_test_predictions_and_saves_into_the_run(classif
 
 
 def test_backtest_run_refuses_a_regression_run(tmp_path):
-    run_training(model='gru', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN, out_dir=str(tmp_path),
-                 progress=False, run_name='reg')
+    run_training(model='gru', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN,
+                 out_dir=str(tmp_path), progress=False, run_name='reg')
     with pytest.raises(ValueError, match='regression run'): backtest_run('reg', output_dir=tmp_path)
 
 

@@ -85,7 +85,8 @@ def test_mysql_passwords_never_printed(mysql_server, make_mysql_db, tmp_path):
         url = db.replace('root@', f'{user}:{password}@')
         outputs = [quantnb('db', 'init', '--sample', '--url', url, home=tmp_path, check=True),
                    quantnb('db', 'info', '--url', url, home=tmp_path, check=True),
-                   quantnb('db', 'import', str(SAMPLE_DIR / 'sz300750.csv.gz'), '--url', url, home=tmp_path, check=True),
+                   quantnb('db', 'import', str(SAMPLE_DIR / 'sz300750.csv.gz'), '--url', url, home=tmp_path,
+                           check=True),
                    quantnb('db', 'info', '--url', url.replace(password, password + 'x'), home=tmp_path)]
         assert 'rows: 25722' in outputs[1].stdout and f'{user}:***@' in outputs[1].stdout
         assert outputs[-1].returncode != 0

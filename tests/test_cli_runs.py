@@ -49,8 +49,10 @@ def runs(tmp_path_factory):
     "Regression runs in one out/: ten stocks, one stock, a failed run."
     out = tmp_path_factory.mktemp('out')
     traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'
-    made = {'ten': make_run(out, TEN, regression_results(0.0312, {'zero': 0.031, 'persistence': 0.046, 'train_mean': 0.0309})),
-            'one': make_run(out, ['600519'], regression_results(0.03, {'zero': 0.031, 'train_mean': 0.0309}), model='lstm'),
+    made = {'ten': make_run(out, TEN,
+                            regression_results(0.0312, {'zero': 0.031, 'persistence': 0.046, 'train_mean': 0.0309})),
+            'one': make_run(out, ['600519'], regression_results(0.03, {'zero': 0.031, 'train_mean': 0.0309}),
+                            model='lstm'),
             'failed': make_run(out, ['600519'], fail=traceback)}
     return out, made
 

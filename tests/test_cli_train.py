@@ -32,11 +32,13 @@ def test_symbols_all_trains_every_stored_stock(tmp_path):
     (meta,) = runs(tmp_path / 'out')
     assert meta['status'] == 'completed' and len(meta['stock_symbol']) == 10
     assert not meta['run_name'].startswith('all_')
-    assert '\n' not in r.stderr.strip() and 'without encryption' not in r.stdout + r.stderr   # item 13: the kernel is quiet
+    # item 13: the kernel is quiet
+    assert '\n' not in r.stderr.strip() and 'without encryption' not in r.stdout + r.stderr
     epochs = [line for line in r.stdout.splitlines() if re.search(r' epoch 1(/\d+)?: train_loss=', line)]
     assert len(epochs) == 1, r.stdout                                                       # one line per epoch, live
     config = json.loads((tmp_path / 'out' / meta['run_name'] / 'config.json').read_text())
-    assert config['params']['threads'] == 1                                                  # OMP_NUM_THREADS=1 honoured
+    # OMP_NUM_THREADS=1 honoured
+    assert config['params']['threads'] == 1
     assert not (tmp_path / 'out' / meta['run_name'] / LOCK_NAME).exists()
 
 
@@ -55,12 +57,14 @@ def test_bad_input_is_refused_before_anything_exists(tmp_path, args, message):
     r = quantnb('train', '--model', 'gru', '--epochs', '1', *args, cwd=work)
     assert r.returncode == 1 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
-    assert everything_under(tmp_path) == {'work'} and not Path('/tmp/abs_run').exists()   # no run, no out/, nothing outside
+    # no run, no out/, nothing outside
+    assert everything_under(tmp_path) == {'work'} and not Path('/tmp/abs_run').exists()
 
 
 def test_quantnb_out_is_where_runs_go(tmp_path):
     elsewhere = tmp_path / 'runs_here'
-    r = quantnb('train', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path, env={'QUANTNB_OUT': str(elsewhere)})
+    r = quantnb('train', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path,
+                env={'QUANTNB_OUT': str(elsewhere)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert not (tmp_path / 'out').exists() and len(runs(elsewhere)) == 1
     listed = quantnb('runs', 'list', cwd=tmp_path, env={'QUANTNB_OUT': str(elsewhere)})
@@ -103,7 +107,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
 
 
 def test_resume_of_a_completed_run_is_refused_unless_it_asks_for_more_epochs(tmp_path):
-    r = quantnb('train', '--model', 'gru', '--symbols', '600519', '--patience', '0', *QUICK, '--run_name', 'done', cwd=tmp_path)
+    r = quantnb('train', '--model', 'gru', '--symbols', '600519', '--patience', '0', *QUICK, '--run_name', 'done',
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = tmp_path / 'out' / 'done'
     before = everything_under(run_dir)
@@ -129,21 +134,24 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_and_a_second_resume_i
     manager.update_status('training')        # as if killed -9 during the first epoch: no checkpoint, status training
     manager.release_lock()
     (manager.run_dir / LOCK_NAME).write_text('999999999\n')   # the dead owner's lock file stays behind
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from quantnb.train.runs import TrainingManager as T; '
+    holder = subprocess.Popen([sys.executable, '-c',
+                               'import sys, time; from quantnb.train.runs import TrainingManager as T; '
                                'T.load_run(sys.argv[1]).acquire_lock(); print("locked", flush=True); time.sleep(60)',
                                str(manager.run_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'     # the stale lock was taken over
         r = quantnb('train', '--resume', 'killed', cwd=tmp_path)
-        assert r.returncode == 1 and r.stderr.strip() == (f'error: run killed is in use by process {holder.pid}; '
-                                                          'wait for it to finish (or stop it), then try again'), r.stderr
+        assert r.returncode == 1 and r.stderr.strip() == (
+            f'error: run killed is in use by process {holder.pid}; '
+            'wait for it to finish (or stop it), then try again'), r.stderr
         assert json.loads((manager.run_dir / 'metadata.json').read_text())['status'] == 'training'   # untouched
     finally:
         holder.kill(); holder.wait()
     r = quantnb('train', '--resume', 'killed', cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((manager.run_dir / 'metadata.json').read_text())['status'] == 'completed'
-    assert 'no checkpoint to resume from: training from the start' in (manager.run_dir / 'logs' / 'training.log').read_text()
+    log = (manager.run_dir / 'logs' / 'training.log').read_text()
+    assert 'no checkpoint to resume from: training from the start' in log
     assert not (manager.run_dir / LOCK_NAME).exists()
 
 
@@ -166,13 +174,15 @@ def test_named_connection_keeps_the_password_out_of_parameters(tmp_path):
 def test_papermill_output_is_scrubbed_when_a_password_arrives_as_a_parameter(tmp_path):
     secret = 'Pw-s3cr3t-123'
     output = tmp_path / 'executed.ipynb'
-    r = subprocess.run([str(BIN / 'papermill'), str(Path(__file__).resolve().parent.parent / 'train.ipynb'), str(output),
+    r = subprocess.run([str(BIN / 'papermill'), str(Path(__file__).resolve().parent.parent / 'train.ipynb'),
+                        str(output),
                         '-p', 'db_url', f'mysql+pymysql://quant:{secret}@127.0.0.1:3306/test', '-p', 'epochs', '1'],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and 'carries a password' in r.stdout + r.stderr
     assert secret not in r.stdout + r.stderr
     stop = time.time() + 10
-    while secret in output.read_text() and time.time() < stop: time.sleep(0.1)   # masked right after papermill's last write
+    # masked right after papermill's last write
+    while secret in output.read_text() and time.time() < stop: time.sleep(0.1)
     text = output.read_text()
     assert secret not in text and 'quant:***@127.0.0.1' in text
     assert not (tmp_path / 'out').exists() or runs(tmp_path / 'out') == []
@@ -180,7 +190,8 @@ def test_papermill_output_is_scrubbed_when_a_password_arrives_as_a_parameter(tmp
 
 @pytest.mark.mysql
 def test_named_connection_to_a_password_protected_mariadb(tmp_path, mysql_server, make_mysql_db):
-    "The password lives in $QUANTNB_HOME/config only: not in the run, not in the executed notebook, not on the terminal."
+    """The password lives in $QUANTNB_HOME/config only: not in the run, not in the executed notebook, not on the
+    terminal."""
     import uuid
     from quantnb.data.importer import load_sample
     db = make_mysql_db('qnb_named')

@@ -29,7 +29,8 @@ def test_future_returns_are_per_stock_and_exact(panel):
         close = panel.loc[sym].close.to_numpy()
         got = t.loc[sym]
         np.testing.assert_allclose(got.fwd_ret_3.to_numpy()[:-3], close[3:] / close[:-3] - 1, rtol=1e-12)
-        assert got.fwd_ret_1.iloc[-1:].isna().all() and got.fwd_ret_3.iloc[-3:].isna().all()   # no future from the next stock
+        # no future from the next stock
+        assert got.fwd_ret_1.iloc[-1:].isna().all() and got.fwd_ret_3.iloc[-3:].isna().all()
     assert set(t.columns) == {'fwd_ret_1', 'fwd_ret_2', 'fwd_ret_3', 'next_return', 'direction'}
 
 
@@ -77,7 +78,8 @@ def test_chronological_split_fractions_and_errors(panel):
 
 
 def test_walk_forward_folds_are_ordered_and_disjoint(panel):
-    folds = walk_forward_splits(panel.index.get_level_values('trade_date'), n_folds=3, test_days=200, val_days=200, train_days=800)
+    folds = walk_forward_splits(panel.index.get_level_values('trade_date'), n_folds=3, test_days=200, val_days=200,
+                                train_days=800)
     for a, b in zip(folds, folds[1:]):
         assert a.test_end < b.test_start and a.val_start < b.val_start and a.train_start < b.train_start
     assert folds[-1].test_end == panel.index.get_level_values('trade_date').max()

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from quantnb.data.db import StockDataLoader
-from quantnb.data.features import (FEATURES, FEATURE_SETS, CausalityError, assert_causal, compute_features, feature_names,
-                                   register_feature)
+from quantnb.data.features import (FEATURES, FEATURE_SETS, CausalityError, assert_causal, compute_features,
+                                   feature_names, register_feature)
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +25,8 @@ def test_every_feature_is_causal(moutai, cut, seed):
 
 
 def test_causality_check_catches_a_shift_minus_one(moutai):
-    register_feature('leak', lambda b: pd.Series(b.close).pct_change().shift(-1).to_numpy(), 'Tomorrow\'s return (a leak).')
+    register_feature('leak', lambda b: pd.Series(b.close).pct_change().shift(-1).to_numpy(),
+                     'Tomorrow\'s return (a leak).')
     try:
         with pytest.raises(CausalityError, match="'leak'"):
             assert_causal(moutai, cut=300, names=['ret_1', 'leak'])
@@ -35,7 +36,8 @@ def test_causality_check_catches_a_shift_minus_one(moutai):
         del FEATURES['leak']
 
 
-@pytest.mark.parametrize('symbol', ['000001', '000002', '000333', '000858', '002415', '300750', '600036', '600276', '600519', '601318'])
+@pytest.mark.parametrize('symbol', ['000001', '000002', '000333', '000858', '002415', '300750', '600036', '600276',
+                                    '600519', '601318'])
 def test_features_identical_on_forward_and_backward_adjusted_bars(loader, symbol):
     qfq = compute_features(loader.load_kline_data(symbol, adjust='qfq'))
     hfq = compute_features(loader.load_kline_data(symbol, adjust='hfq'))
@@ -47,7 +49,8 @@ def test_no_feature_depends_on_the_price_level(moutai):
     "Multiplying all prices by 1000 (a different share count) changes no feature."
     scaled = moutai.copy()
     scaled[['open', 'high', 'low', 'close', 'pre_close']] *= 1000.0
-    np.testing.assert_allclose(compute_features(scaled).to_numpy(), compute_features(moutai).to_numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(compute_features(scaled).to_numpy(), compute_features(moutai).to_numpy(), rtol=1e-7,
+                               atol=1e-9)
 
 
 def test_registry_is_large_documented_and_sets_are_sized():

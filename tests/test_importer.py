@@ -42,7 +42,8 @@ BAD_FILES = {
                             3, 'trade_date', "'2022-13-45' is not a date"),
     'empty price':         ([PLAIN_HEADER, '600000,2022-01-07,10.5,,10.4,10.6,1000,10600,10.5'],
                             2, 'high', 'missing value'),
-    'zero price':          ([PLAIN_HEADER, GOOD_ROWS[0], GOOD_ROWS[1], '600000,2022-01-07,10.5,10.8,0,10.6,1000,10600,10.5'],
+    'zero price':          ([PLAIN_HEADER, GOOD_ROWS[0], GOOD_ROWS[1],
+                             '600000,2022-01-07,10.5,10.8,0,10.6,1000,10600,10.5'],
                             4, 'low', '0 is not a positive price'),
     'negative pre_close':  ([PLAIN_HEADER, '600000,2022-01-07,10.5,10.8,10.4,10.6,1000,10600,-10.5'],
                             2, 'pre_close', '-10.5 is not a positive price'),
@@ -62,7 +63,8 @@ BAD_FILES = {
                             2, 'symbol', "'AAPL' is not an A-share code"),
     'infinite value':      ([PLAIN_HEADER, '600000,2022-01-07,10.5,inf,10.4,10.6,1000,10600,10.5'],
                             2, 'high', "'inf' is not a number"),
-    'vendor, banner kept': ([VENDOR_BANNER, VENDOR_HEADER, 'sh600000,浦发银行,2022-01-07,10.5,10.8,10.4,10.6,10.5,1000,10600,1e9,1e9',
+    'vendor, banner kept': ([VENDOR_BANNER, VENDOR_HEADER,
+                             'sh600000,浦发银行,2022-01-07,10.5,10.8,10.4,10.6,10.5,1000,10600,1e9,1e9',
                              'sh600000,浦发银行,2022-01-10,10.5,10.8,10.4,10.6,10.6,1000,NaN?,1e9,1e9'],
                             4, 'amount', "'NaN?' is not a number"),
     'ragged row':          ([PLAIN_HEADER, GOOD_ROWS[0], '600000,2022-01-07,10.5,10.8,10.4,10.6,1000,10600,10.5,1,2'],
@@ -145,7 +147,8 @@ def test_reimport_changes_nothing(db_with_rows, tmp_path):
 
 
 def test_a_file_that_changes_stored_bars_is_refused_unless_replace(db_with_rows, tmp_path):
-    "A later file silently overwrote stored bars; now it is refused with the stored and new values, or replaced on request."
+    """A later file silently overwrote stored bars; now it is refused with the stored and new values, or replaced on
+    request."""
     corrected = GOOD_ROWS[2].replace(',900,', ',950,')
     newer = '600000,2022-01-07,10.5,10.8,10.4,10.6,1000,10600,10.5'
     path = write(tmp_path / 'newer.csv', [PLAIN_HEADER, GOOD_ROWS[1], corrected, newer])
@@ -153,7 +156,8 @@ def test_a_file_that_changes_stored_bars_is_refused_unless_replace(db_with_rows,
     with pytest.raises(ImportValidationError) as err:
         import_file(path, db_with_rows)
     text = str(err.value)
-    assert str(path) in text and "line 3, field 'volume'" in text and 'volume stored 900, new 950' in text and '--replace' in text
+    assert str(path) in text and "line 3, field 'volume'" in text and 'volume stored 900, new 950' in text
+    assert '--replace' in text
     assert table_dump(db_with_rows) == before
     result = import_file(path, db_with_rows, replace=True)
     assert (result.rows, result.new_rows, result.changed_rows, result.unchanged_rows) == (3, 1, 1, 1)
@@ -169,7 +173,8 @@ def test_a_file_without_optional_columns_keeps_stored_values(empty_db_url, tmp_p
     before = StockDataLoader(empty_db_url).load_kline_data('300750', adjust=None).iloc[-1]
     last = read_kline_csv(SAMPLE_DIR / 'sz300750.csv.gz').iloc[-1]
     minimal = f'300750,{last.trade_date:%Y-%m-%d},{last.open},{last.high},{last.low},{last.close},{last.volume}'
-    import_file(write(tmp_path / 'minimal.csv', ['symbol,trade_date,open,high,low,close,volume', minimal]), empty_db_url)
+    import_file(write(tmp_path / 'minimal.csv', ['symbol,trade_date,open,high,low,close,volume', minimal]),
+                empty_db_url)
     after = StockDataLoader(empty_db_url).load_kline_data('300750', adjust=None).iloc[-1]
     pd.testing.assert_series_equal(before, after)
     assert after.total_market_cap > 0 and after.pre_close > 0
@@ -215,7 +220,8 @@ def test_stock_list_import_and_its_errors(empty_db_url, tmp_path):
     with pytest.raises(ImportValidationError) as err:
         import_file(bad, empty_db_url)
     text = str(err.value)
-    for expected in ["line 3, field 'ts_code'", "line 4, field 'symbol'", "line 5, field 'list_date'", "line 6, field 'symbol': duplicate symbol 600519"]:
+    for expected in ["line 3, field 'ts_code'", "line 4, field 'symbol'", "line 5, field 'list_date'",
+                     "line 6, field 'symbol': duplicate symbol 600519"]:
         assert expected in text
     assert table_dump(empty_db_url, 'stock_basic_info') == before
 
@@ -239,7 +245,8 @@ def test_each_documented_date_format_is_read(tmp_path, written):
 def test_other_date_spellings_are_refused_with_what_to_write(tmp_path, written):
     with pytest.raises(ImportValidationError) as err:
         read_kline_csv(write(tmp_path / 'd.csv', [PLAIN_HEADER, GOOD_ROWS[0].replace('2022-01-04', written)]))
-    assert f"line 2, field 'trade_date': {written!r} is not a date (write 2023-01-04, 2023/01/04 or 20230104)" in str(err.value)
+    assert (f"line 2, field 'trade_date': {written!r} is not a date "
+            '(write 2023-01-04, 2023/01/04 or 20230104)') in str(err.value)
 
 
 def test_a_date_column_is_read_as_trade_date(empty_db_url, tmp_path):
@@ -291,7 +298,8 @@ def test_a_stock_name_longer_than_its_column_fails_the_same_on_both_backends(emp
     path = write(tmp_path / 'basic.csv', [header, f'600519.SH,600519,{"茅" * 70},贵州,白酒,主板,20010827'])
     with pytest.raises(ImportValidationError) as err:
         import_file(path, empty_db_url)
-    assert "line 2, field 'name'" in str(err.value) and 'is 70 characters; the column holds at most 64' in str(err.value)
+    assert "line 2, field 'name'" in str(err.value)
+    assert 'is 70 characters; the column holds at most 64' in str(err.value)
     assert table_dump(empty_db_url, 'stock_basic_info') == []
 
 

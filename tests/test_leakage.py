@@ -41,7 +41,8 @@ def test_no_training_window_overlaps_a_test_label_date(bars, horizon, seq_len):
 
 
 def test_walk_forward_folds_keep_labels_apart(bars):
-    for split in walk_forward_splits(bars.index.get_level_values('trade_date'), n_folds=3, test_days=250, val_days=250, gap_days=7):
+    for split in walk_forward_splits(bars.index.get_level_values('trade_date'), n_folds=3, test_days=250, val_days=250,
+                                     gap_days=7):
         bundle = build_datasets(bars, 'basic11', seq_len=30, horizon=7, split=split)
         assert not covered_dates(bundle, 'train', 'label') & covered_dates(bundle, 'test', 'label')
         assert not covered_dates(bundle, 'train', 'window') & covered_dates(bundle, 'test', 'label')

@@ -43,7 +43,9 @@ def test_date_range_is_inclusive_and_accepts_many_forms(loader):
 
 
 def test_weekend_only_range_is_an_empty_range_error(loader):
-    with pytest.raises(EmptyRangeError, match=r'000001 has no bars between 2021-01-02 and 2021-01-03; stored range is 2010-01-04\.\.2022-01-14'):
+    with pytest.raises(EmptyRangeError,
+                       match=r'000001 has no bars between 2021-01-02 and 2021-01-03; stored range is '
+                       r'2010-01-04\.\.2022-01-14'):
         loader.load_kline_data('000001', '2021-01-02', '2021-01-03')
 
 
@@ -114,7 +116,8 @@ def test_adjusted_returns_have_no_jump_on_ex_days(moutai, adjust):
     raw_return = raw.close.pct_change().iloc[1:]
     jump = (raw_return - exchange_return).abs()
     assert jump.max() > 0.01                       # the raw series does jump...
-    assert (adj.close / adj.pre_close - adj.close.pct_change().add(1) ).iloc[1:].abs().max() < 1e-12  # ...the adjusted one does not
+    # ...the adjusted one does not
+    assert (adj.close / adj.pre_close - adj.close.pct_change().add(1) ).iloc[1:].abs().max() < 1e-12
 
 
 def test_forward_keeps_latest_price_backward_keeps_first(moutai):

@@ -142,7 +142,8 @@ def test_per_step_outputs_are_causal(sample, variant):
             assert (h2[:, t + 1] - h[:, t + 1]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize('variant', [('transformer', {}), ('enhanced_transformer', {}), ('attention_lstm', {'bidirectional': True})],
+@pytest.mark.parametrize('variant', [('transformer', {}), ('enhanced_transformer', {}),
+                                     ('attention_lstm', {'bidirectional': True})],
                          ids=_id)
 def test_non_causal_variants_do_see_the_whole_window(sample, variant):
     "The causality test can fail: without the mask (or with a backward pass) earlier days depend on later ones."
@@ -324,7 +325,8 @@ def test_config_round_trip_rebuilds_the_same_model(sample, variant, tmp_path):
     assert json.loads(text) == json.loads(path.read_text())
     for config in (ModelConfig.from_json(text), ModelConfig.from_json(path), ModelConfig.from_dict(json.loads(text))):
         assert config == model.config
-        assert config.backbone == model_options(variant[0]) | json.loads(json.dumps(variant[1]))  # every option explicit
+        # every option explicit
+        assert config.backbone == model_options(variant[0]) | json.loads(json.dumps(variant[1]))
         set_seed(123)                                                # different initial weights ...
         twin = build_model(config).eval()
         twin.load_state_dict(model.state_dict(), strict=True)        # ... replaced by the original ones
@@ -383,14 +385,17 @@ def test_unknown_model_names_list_the_valid_ones():
     (lambda: create_model('lstm', 5, hiden_size=32), r"unknown option 'hiden_size' \(did you mean 'hidden_size'\?\)"),
     (lambda: create_model('transformer', 5, d_modle=32), r"'d_modle'.*valid options: d_model"),
     (lambda: create_model('lstm', 5, head={'hidden_dim': 3}), r"unknown option 'hidden_dim'"),
-    (lambda: create_model('enhanced_transformer', 5, preset='huge'), r"no preset 'huge'; valid presets: tiny, small, base, large"),
+    (lambda: create_model('enhanced_transformer', 5, preset='huge'),
+     r"no preset 'huge'; valid presets: tiny, small, base, large"),
     (lambda: create_model('gru', 5, preset='tiny'), r"no preset 'tiny'; valid presets: \(none\)"),
-    (lambda: create_model('lstm', 5, task='ranking'), r"unknown task 'ranking'; valid tasks: classification, masked, regression"),
+    (lambda: create_model('lstm', 5, task='ranking'),
+     r"unknown task 'ranking'; valid tasks: classification, masked, regression"),
     (lambda: create_model('lstm', 5, pooling='max'), r"pooling='max'; valid: 'last', 'mean'"),
     (lambda: create_model('transformer', 5, positions='rotary'), r"positions='rotary'"),
     (lambda: create_model('transformer', 5, n_layers=3, n_heads=[4, 4]), r"n_heads=\[4, 4\].*list of 3"),
     (lambda: create_model('gru', 5, hidden_size=[64]), r"hidden_size=\[64\].*list of 2"),
-    (lambda: create_model('moe_transformer', 5, num_experts=3, expert_ffn_dim=[8, [8, 8]]), r"expert_ffn_dim=.*one per expert"),
+    (lambda: create_model('moe_transformer', 5, num_experts=3, expert_ffn_dim=[8, [8, 8]]),
+     r"expert_ffn_dim=.*one per expert"),
     (lambda: create_model('moe_transformer', 5, ffn_dim=64), r"'ffn_dim'.*valid options: .*expert_ffn_dim"),
     (lambda: create_model('lstm', 5, hidden_size=np.array([1, 2])), r"cannot be stored in a JSON config"),
     (lambda: ModelConfig.from_dict({'name': 'lstm', 'n_features': 5, 'seq_length': 60}), r"no field\(s\) 'seq_length'"),

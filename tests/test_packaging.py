@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory):
     dest = tmp_path_factory.mktemp('wheel')
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(dest), str(ROOT)],
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(dest),
+                    str(ROOT)],
                    check=True, capture_output=True, timeout=300)
     (whl,) = dest.glob('quantnb-*.whl')
     return whl
@@ -18,7 +19,8 @@ def wheel(tmp_path_factory):
 
 def test_wheel_carries_sample_and_attribution(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f'quantnb/sample/{n}' for n in ['SOURCE.md', 'stock_basic.csv.gz', 'sh600519.csv.gz', 'sz300750.csv.gz']}
+    expected = {f'quantnb/sample/{n}' for n in ['SOURCE.md', 'stock_basic.csv.gz', 'sh600519.csv.gz',
+                                                'sz300750.csv.gz']}
     assert expected <= names
     assert len([n for n in names if n.startswith('quantnb/sample/s') and n.endswith('.csv.gz')]) == 11
     meta = next(n for n in names if n.endswith('METADATA'))

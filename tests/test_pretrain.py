@@ -58,16 +58,19 @@ def test_learned_token_replaces_hidden_days_and_learns():
     assert torch.equal(frozen.head.hide(x, mask)[mask.expand_as(x)], torch.zeros(int(mask.expand_as(x).sum())))
 
 
-@pytest.mark.parametrize('name', ['lstm', 'gru', 'attention_lstm', 'transformer', 'enhanced_transformer', 'moe_transformer'])
+@pytest.mark.parametrize('name',
+                         ['lstm', 'gru', 'attention_lstm', 'transformer', 'enhanced_transformer', 'moe_transformer'])
 def test_every_backbone_of_the_zoo_pretrains(name):
-    "One mechanism for all: a masked step on real-shaped input gives a finite loss and gradients in every backbone parameter."
+    """One mechanism for all: a masked step on real-shaped input gives a finite loss and gradients in every backbone
+    parameter."""
     torch.manual_seed(0)
     model = build_pretrainer(ModelConfig(name, 11, task='masked', seq_len=30))
     packed = torch.cat([torch.randn(16, 30, 11), (torch.rand(16, 30, 1) < 0.2).float()], -1)
     loss = MaskedMSELoss()(model(packed), packed) + 0.01 * model.aux_loss()
     loss.backward()
     assert torch.isfinite(loss)
-    dead = [n for n, p in model.named_parameters() if n.startswith('backbone.') and (p.grad is None or p.grad.abs().sum() == 0)]
+    dead = [n for n, p in model.named_parameters()
+            if n.startswith('backbone.') and (p.grad is None or p.grad.abs().sum() == 0)]
     # attention_lstm's attention pooling serves a task head, which a per-step reconstruction head never calls
     assert [n for n in dead if not (name == 'attention_lstm' and n.startswith('backbone.attention.'))] == []
     assert {n.split('.')[0] for n, _ in model.named_parameters()} == {'backbone', 'head'}

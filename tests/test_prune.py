@@ -21,7 +21,8 @@ from quantnb.train.trainer import TrainingArgs
 SEQ_LEN = 20
 TINY = {   # small enough to train in a second, with every kind of unit
     'transformer': dict(d_model=16, n_layers=2, n_heads=4, head_dim=4, ffn_dim=24),
-    'enhanced_transformer': dict(d_model=16, n_layers=2, n_heads=4, qk_nope_dim=4, qk_rope_dim=2, v_dim=4, kv_lora_rank=8, ffn_dim=24),
+    'enhanced_transformer': dict(d_model=16, n_layers=2, n_heads=4, qk_nope_dim=4, qk_rope_dim=2, v_dim=4,
+                                 kv_lora_rank=8, ffn_dim=24),
     'moe_transformer': dict(d_model=16, n_layers=2, n_heads=4, qk_nope_dim=4, qk_rope_dim=2, v_dim=4, kv_lora_rank=8,
                             num_experts=3, top_k=2, expert_ffn_dim=12),
     'lstm': dict(hidden_size=12, num_layers=2),
@@ -78,7 +79,8 @@ def test_masks_stay_applied_through_adamw_with_weight_decay(windows, name):
         opt.zero_grad(); F.mse_loss(model(x), y).backward(); opt.step()
     masks = global_magnitude_masks(model, 0.6)
     twin = copy.deepcopy(model)
-    twin_opt = torch.optim.AdamW(twin.parameters(), lr=3e-2, weight_decay=0.5); twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    twin_opt = torch.optim.AdamW(twin.parameters(), lr=3e-2,
+                                 weight_decay=0.5); twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
     keeper = MaskKeeper(model, masks).attach(opt)
     apply_masks(twin, masks)                              # the control: zeroed once, no keeper
     for _ in range(30):
@@ -122,7 +124,8 @@ def test_imp_sparsity_compounds_and_ranks_globally():
         assert abs(expected / total - 0.7 ** k) <= k / total
         if masks is not None: assert all((new[n] <= masks[n]).all() for n in names)   # pruned stays pruned
         params = dict(model.named_parameters())
-        newly = torch.cat([params[n].detach().abs()[(masks[n] if masks else torch.ones_like(new[n])) & ~new[n]] for n in names])
+        newly = torch.cat([params[n].detach().abs()[(masks[n] if masks else torch.ones_like(new[n])) & ~new[n]]
+                           for n in names])
         kept = torch.cat([params[n].detach().abs()[new[n]] for n in names])
         assert newly.max() <= kept.min()                  # the smallest went, whatever their layer
         masks, alive = new, expected
@@ -177,9 +180,11 @@ def test_recurrent_units_take_all_their_gates_and_outgoing_weights(windows):
     W, w = dict(model.named_parameters()), dict(small.named_parameters())
     rows0 = torch.cat([g * 12 + keep['backbone.rnn.l0'] for g in range(4)])
     torch.testing.assert_close(w['backbone.rnn.weight_ih_l0'], W['backbone.rnn.weight_ih_l0'][rows0])
-    torch.testing.assert_close(w['backbone.rnn.weight_hh_l0'], W['backbone.rnn.weight_hh_l0'][rows0][:, keep['backbone.rnn.l0']])
+    torch.testing.assert_close(w['backbone.rnn.weight_hh_l0'],
+                               W['backbone.rnn.weight_hh_l0'][rows0][:, keep['backbone.rnn.l0']])
     rows1 = torch.cat([g * 12 + keep['backbone.rnn.l1'] for g in range(4)])
-    torch.testing.assert_close(w['backbone.rnn.weight_ih_l1'], W['backbone.rnn.weight_ih_l1'][rows1][:, keep['backbone.rnn.l0']])
+    torch.testing.assert_close(w['backbone.rnn.weight_ih_l1'],
+                               W['backbone.rnn.weight_ih_l1'][rows1][:, keep['backbone.rnn.l0']])
     torch.testing.assert_close(w['head.fc1.weight'], W['head.fc1.weight'][:, keep['backbone.rnn.l1']])
     assert small.config.backbone['hidden_size'] == [4, 3]
     with pytest.raises(ValueError, match='distinct units'): remove_units(model, {'backbone.rnn.l0': [1, 1]}, groups)
@@ -214,8 +219,10 @@ def test_refill_keeps_the_units_with_most_surviving_weights():
     weights = {s.param for g in groups for s in g.slices if params[s.param].ndim >= 2}
     n_big = sum(int((params[n].abs() > 0.5).sum()) for n in weights)
     total = sum(params[n].numel() for n in weights)
-    keep, masks = refill_selection(model, groups, rate=1 - n_big / total)      # the round removes exactly the small weights
-    assert {g: v.tolist() for g, v in keep.items()} == chosen                    # whole units refilled, as many as survivors fill
+    # the round removes exactly the small weights
+    keep, masks = refill_selection(model, groups, rate=1 - n_big / total)
+    # whole units refilled, as many as survivors fill
+    assert {g: v.tolist() for g, v in keep.items()} == chosen
     keep_half, _ = refill_selection(model, groups, rate=1 - n_big / total, refill_rate=0.5)
     for g in groups:
         k = len(chosen[g.name])
@@ -258,7 +265,8 @@ def test_rsst_penalty_grows_and_drives_the_doomed_units_to_zero(bundle):
     args = TrainingArgs(epochs=4, lr=1e-2, progress=False, patience=None)
     PruningTrainer(model, loaders['train'], loaders['val'], args, penalty=penalty, restore_best=False).fit()
     after_doomed, after_kept = penalty.unit_norms(), unit_scores(model, groups)
-    norm = lambda scores, sel=None: float(sum((s if sel is None else s[sel[g]]).pow(2).sum() for g, s in scores.items()).sqrt())
+    norm = lambda scores, sel=None: float(sum((s if sel is None else s[sel[g]]).pow(2).sum()
+                                              for g, s in scores.items()).sqrt())
     assert norm(after_doomed) < 0.1 * norm(before_doomed)                 # the penalised units shrank towards zero ...
     assert norm(after_kept, keep) > 0.5 * norm(before_kept, keep)         # ... the others did not
     x = torch.stack([loaders['val'].dataset[i][0] for i in range(64)])
@@ -276,7 +284,8 @@ def test_flop_count_agrees_with_flop_counter_mode(windows):
     assert count_flops(gru, x) == fc.get_total_flops()
     tf = tiny('transformer').eval()
     with FlopCounterMode(display=False) as fc, torch.no_grad(): tf(x)
-    attention = 2 * 2 * (2 * 4 * SEQ_LEN * SEQ_LEN * 2 * 4)   # layers * batch * heads * T * T * (scores + mixing) * head_dim
+    # layers * batch * heads * T * T * (scores + mixing) * head_dim
+    attention = 2 * 2 * (2 * 4 * SEQ_LEN * SEQ_LEN * 2 * 4)
     assert count_flops(tf, x) == fc.get_total_flops() + attention   # FlopCounterMode does not see SDPA on the CPU
     masks = global_magnitude_masks(tf, 0.5)
     apply_masks(tf, masks)
@@ -287,7 +296,8 @@ def test_flop_count_agrees_with_flop_counter_mode(windows):
 
 def test_prune_params_are_checked_before_anything_runs(tmp_path):
     for bad, match in [({'prune': 'obd'}, "prune='obd'"), ({'prune_rate': 1.0}, 'between 0 and 1'),
-                       ({'rewind_epoch': 30, 'epochs': 3}, 'rewind_epoch=30'), ({'random_control': 'some'}, 'random_control'),
+                       ({'rewind_epoch': 30, 'epochs': 3}, 'rewind_epoch=30'),
+                       ({'random_control': 'some'}, 'random_control'),
                        ({'prune_units': 'neurons'}, "unknown \\['neurons'\\]"), ({'model': 'rnn'}, 'is not a model')]:
         with pytest.raises(ValueError, match=match): run_pruning(out_dir=str(tmp_path), **bad)
     assert not any(tmp_path.iterdir())   # nothing was created
@@ -306,8 +316,10 @@ def test_imp_run_records_states_masks_and_a_random_control(tmp_path):
         ckpt = run.manager.load_checkpoint(d / 'checkpoints' / label)
         for n, m in ckpt['masks'].items(): assert (ckpt['model_state_dict'][n][~m] == 0).all()
         assert json.loads((d / 'checkpoints' / label / 'metrics.json').read_text())['flops'] > 0
-    assert not torch.equal(run.rewind_weights['backbone.rnn.weight_ih_l0'], run.init_weights['backbone.rnn.weight_ih_l0'])
-    assert not torch.equal(run.rewind_weights['backbone.rnn.weight_ih_l0'], run.dense_trained['backbone.rnn.weight_ih_l0'])
+    assert not torch.equal(run.rewind_weights['backbone.rnn.weight_ih_l0'],
+                           run.init_weights['backbone.rnn.weight_ih_l0'])
+    assert not torch.equal(run.rewind_weights['backbone.rnn.weight_ih_l0'],
+                           run.dense_trained['backbone.rnn.weight_ih_l0'])
     assert (d / 'plots' / 'pruning.png').stat().st_size > 10_000
     assert run.manager.metadata['status'] == 'completed'
     metrics = run.manager.read_metrics()
@@ -337,8 +349,10 @@ def test_structured_run_is_saved_smaller_and_reloads(tmp_path, method):
     if method == 'rsst':
         r = run.states[1]['rsst']
         assert r['doomed_norm'] < 0.2 * r['kept_norm']
-        assert r['val_loss_after_removal'] == pytest.approx(r['val_loss_before_removal'], rel=0.1)   # the penalty made removal cheap
-        assert run.states[1]['epochs'] > r['penalty_epochs']                                       # then the smaller model recovered
+        # the penalty made removal cheap
+        assert r['val_loss_after_removal'] == pytest.approx(r['val_loss_before_removal'], rel=0.1)
+        # then the smaller model recovered
+        assert run.states[1]['epochs'] > r['penalty_epochs']
 
 
 def test_pretrained_initialisation_is_verified_before_pruning_rewinds_to_it(tmp_path):
@@ -354,11 +368,13 @@ def test_pretrained_initialisation_is_verified_before_pruning_rewinds_to_it(tmp_
     with pytest.raises(PretrainedCheckError): run_pruning('imp', pretrained=str(untrained), **common)
     assert TrainingManager.list_runs(out)[-1]['status'] == 'failed'
     def refuse(model, src): raise ValueError('not the backbone I wanted')
-    with pytest.raises(ValueError, match='not the backbone I wanted'): run_pruning('imp', pretrained=str(trained), pretrained_check=refuse, **common)
+    with pytest.raises(ValueError, match='not the backbone I wanted'): run_pruning('imp', pretrained=str(trained),
+                                                                                   pretrained_check=refuse, **common)
     seen = []
     run = run_pruning('imp', pretrained=str(trained), pretrained_check=lambda model, src: seen.append(src), **common)
     assert seen == [str(trained)] and run.manager.metadata['status'] == 'completed'
     pretrained = torch.load(trained / 'model' / 'pytorch_model.bin', weights_only=True)
     for k, v in run.init_weights.items():   # the rewind point is the pretrained backbone
         if k.startswith('backbone.'): torch.testing.assert_close(v, pretrained[k])
-    assert json.loads((run.manager.run_dir / 'results' / 'pruning.json').read_text())['pretrained_verdict'] in ('pretrained', 'suspicious')
+    pruning = json.loads((run.manager.run_dir / 'results' / 'pruning.json').read_text())
+    assert pruning['pretrained_verdict'] in ('pretrained', 'suspicious')

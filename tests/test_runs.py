@@ -11,14 +11,17 @@ from quantnb.train.pipeline import run_training
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('out')
-    return run_training(model='gru', symbols='600519', epochs=2, seq_len=30, out_dir=str(out), progress=False, checkpoint_every=1)
+    return run_training(model='gru', symbols='600519', epochs=2, seq_len=30, out_dir=str(out), progress=False,
+                        checkpoint_every=1)
 
 
 def test_a_finished_run_has_the_full_seed_004_tree(finished_run):
     d = finished_run.manager.run_dir
-    for rel in ['config.json', 'metadata.json', 'model/pytorch_model.bin', 'model/config.json', 'model/training_args.json',
+    for rel in ['config.json', 'metadata.json', 'model/pytorch_model.bin', 'model/config.json',
+                'model/training_args.json',
                 'checkpoints/checkpoint-1/pytorch_model.bin', 'checkpoints/checkpoint-1/metrics.json',
-                'checkpoints/checkpoint-2/pytorch_model.bin', 'checkpoints/best/pytorch_model.bin', 'checkpoints/best/metrics.json',
+                'checkpoints/checkpoint-2/pytorch_model.bin', 'checkpoints/best/pytorch_model.bin',
+                'checkpoints/best/metrics.json',
                 'logs/training.log', 'logs/metrics.json', 'results/eval_results.json', 'results/predictions.json',
                 'plots/loss_curves.png', 'plots/predictions.png', 'plots/direction_confusion.png']:
         assert (d / rel).is_file(), rel
@@ -29,27 +32,31 @@ def test_json_files_carry_the_seed_004_keys(finished_run):
     d = finished_run.manager.run_dir
     read = lambda rel: json.loads((d / rel).read_text())
     meta = read('metadata.json')
-    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'updated_at', 'status', 'model_saved',
-            'model_path', 'evaluation_completed', 'eval_metrics'} <= set(meta)
+    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'updated_at', 'status',
+            'model_saved', 'model_path', 'evaluation_completed', 'eval_metrics'} <= set(meta)
     assert meta['status'] == 'completed' and meta['model_saved'] and meta['evaluation_completed']
     assert [h['status'] for h in meta['status_history']] == ['initialized', 'preparing', 'training', 'completed']
     assert {'mae', 'rmse', 'mape', 'r2', 'direction_accuracy', 'ic', 'rank_ic'} <= set(meta['eval_metrics'])
     config = read('config.json')
-    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'seq_len', 'epochs', 'batch_size', 'lr'} <= set(config)
+    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'seq_len', 'epochs', 'batch_size',
+            'lr'} <= set(config)
     assert config['data']['split']['val_start'] < config['data']['split']['test_start']
     model_config = read('model/config.json')
-    assert {'model_type', 'input_size', 'output_size', 'feature_names', 'seq_len', 'normalizer', 'model'} <= set(model_config)
+    assert {'model_type', 'input_size', 'output_size', 'feature_names', 'seq_len', 'normalizer',
+            'model'} <= set(model_config)
     assert len(model_config['feature_names']) == model_config['input_size'] == 11
     args = read('model/training_args.json')
     assert {'epochs', 'batch_size', 'learning_rate', 'optimizer', 'loss_function', 'train_samples', 'val_samples',
             'best_val_loss', 'total_epochs_trained'} <= set(args) and args['learning_rate'] == 1e-3
     records = read('logs/metrics.json')
-    assert [r['epoch'] for r in records] == [1, 2] and all({'train_loss', 'val_loss', 'phase', 'timestamp'} <= set(r) for r in records)
+    assert [r['epoch'] for r in records] == [1, 2]
+    assert all({'train_loss', 'val_loss', 'phase', 'timestamp'} <= set(r) for r in records)
     evals = read('results/eval_results.json')
     assert {'evaluated_at', 'stock_symbol', 'model_type', 'metrics', 'baselines', 'test_samples'} <= set(evals)
     assert set(evals['baselines']) == {'zero', 'persistence', 'train_mean'}
     preds = read('results/predictions.json')
-    assert len(preds['dates']) == len(preds['symbols']) == len(preds['predictions']) == len(preds['truths']) == evals['test_samples']
+    assert (len(preds['dates']) == len(preds['symbols']) == len(preds['predictions']) == len(preds['truths'])
+            == evals['test_samples'])
     assert len(preds['predictions'][0]) == 7
 
 
@@ -66,7 +73,8 @@ def test_checkpoints_hold_the_full_training_state_and_load_weights_only(finished
 
 def test_names_stay_unique_within_one_second(tmp_path):
     managers = []
-    threads = [threading.Thread(target=lambda: managers.append(TrainingManager('600519', 'gru', tmp_path))) for _ in range(12)]
+    threads = [threading.Thread(target=lambda: managers.append(TrainingManager('600519', 'gru',
+                                                                               tmp_path))) for _ in range(12)]
     for t in threads: t.start()
     for t in threads: t.join()
     names = [m.run_name for m in managers]
@@ -105,11 +113,13 @@ def test_statuses_move_forward_and_failures_keep_the_error(tmp_path):
 
 
 def test_failing_training_marks_the_run_failed_and_raises(tmp_path):
-    with pytest.raises(ValueError, match='no daily bars for 688981'):   # a code the database lacks: refused before a run exists
+    # a code the database lacks: refused before a run exists
+    with pytest.raises(ValueError, match='no daily bars for 688981'):
         run_training(model='gru', symbols='688981', epochs=1, out_dir=str(tmp_path), progress=False)
     assert TrainingManager.list_runs(tmp_path) == []
     with pytest.raises(ValueError, match='no_such_run'):                # fails once the run has started
-        run_training(model='gru', symbols='600519', epochs=1, seq_len=30, pretrained='no_such_run', out_dir=str(tmp_path), progress=False)
+        run_training(model='gru', symbols='600519', epochs=1, seq_len=30, pretrained='no_such_run',
+                     out_dir=str(tmp_path), progress=False)
     (meta,) = TrainingManager.list_runs(tmp_path)
     assert meta['status'] == 'failed' and 'no_such_run' in meta['error']
     assert not (tmp_path / meta['run_name'] / 'run.lock').exists()      # a failed run releases its lock

@@ -1,4 +1,5 @@
-"""Strategy network, Gumbel head, StrategyLoss against a per-sample loop, MarketClassifier, stage-1 features and run_two_stage."""
+"""Strategy network, Gumbel head, StrategyLoss against a per-sample loop, MarketClassifier, stage-1 features and
+run_two_stage."""
 import json, math
 
 import numpy as np
@@ -7,10 +8,10 @@ import pytest
 import torch
 
 from quantnb.strategy import two_stage
-from quantnb.strategy.core import (BEAR, BULL, SIDEWAYS, GRUStrategyNetwork, GumbelSoftmaxPositionHead, MarketClassifier,
-                                   StrategyLoss, strategy_returns, temperature_schedule)
-from quantnb.strategy.two_stage import (StrategyFeatureHead, TwoStageParams, extract_features, feature_cache_path, load_stage1,
-                                        load_strategy_network, run_two_stage, strategy_positions)
+from quantnb.strategy.core import (BEAR, BULL, SIDEWAYS, GRUStrategyNetwork, GumbelSoftmaxPositionHead,
+                                   MarketClassifier, StrategyLoss, strategy_returns, temperature_schedule)
+from quantnb.strategy.two_stage import (StrategyFeatureHead, TwoStageParams, extract_features, feature_cache_path,
+                                        load_stage1, load_strategy_network, run_two_stage, strategy_positions)
 from quantnb.train.pipeline import run_training
 from quantnb.train.runs import TrainingManager
 
@@ -46,7 +47,8 @@ def reference_strategy_loss(position_predictions, next_day_returns, relative_ret
         returns = next_day_returns[b]                         # [days]
         market_type = reference_classify_market(returns)
         benchmark = (0.0, 0.5, 1.0)[market_type]
-        start = initial_position[b] if torch.is_tensor(initial_position) else torch.tensor(initial_position, dtype=positions.dtype)
+        start = initial_position[b] if torch.is_tensor(initial_position) else torch.tensor(initial_position,
+                                                                                           dtype=positions.dtype)
         previous = torch.cat([start.reshape(1), positions[:-1]])
         strategy = positions * returns - cost_bps / 1e4 * torch.abs(positions - previous)
         relative_return_loss = -(torch.sum(torch.log1p(strategy)) - torch.sum(torch.log1p(benchmark * returns)))
@@ -69,7 +71,8 @@ def random_batch(seed, batch=64, days=20, dtype=torch.float64):
 @pytest.mark.parametrize('initial', ['cash', 'per_sample'])
 def test_vectorised_loss_equals_the_per_sample_loop_in_value_and_gradient(seed, initial):
     positions, returns = random_batch(seed)
-    init = 0.0 if initial == 'cash' else torch.rand(len(positions), generator=torch.Generator().manual_seed(seed + 10), dtype=torch.float64)
+    init = 0.0 if initial == 'cash' else torch.rand(len(positions), generator=torch.Generator().manual_seed(seed + 10),
+                                                    dtype=torch.float64)
     weights = dict(relative_return_weight=0.7, risk_cost_weight=0.9, opportunity_cost_weight=0.3)
     p1 = positions.clone().requires_grad_()
     p2 = positions.clone().requires_grad_()
@@ -125,7 +128,8 @@ def test_market_classifier_on_synthetic_bull_bear_and_sideways_windows():
 
 def test_adaptive_classifier_scales_with_volatility_and_the_vote_needs_two():
     c = MarketClassifier()
-    quiet = torch.tensor([[0.0005, 0.0006, 0.0004, 0.0005] * 5])          # small drift, tiny noise: a trend by t-statistic only
+    # small drift, tiny noise: a trend by t-statistic only
+    quiet = torch.tensor([[0.0005, 0.0006, 0.0004, 0.0005] * 5])
     assert c._simple_classifier(quiet.mean(-1)).item() == SIDEWAYS
     assert c._adaptive_classifier(quiet).item() == BULL
     wild = torch.tensor([[0.06, -0.05] * 10])                              # mean 0.5% a day, but noise dwarfs it
@@ -176,7 +180,8 @@ def test_the_last_days_loss_reaches_the_first_days_decision(hard):
     net = GRUStrategyNetwork(12, hidden_size=16, dropout=0.0).train()
     out, logits = _day_logits(net, features, temperature=1.0, hard=hard)
     last_day_loss = -(out['positions'][:, -1] * returns[:, -1]).sum()
-    grad = torch.autograd.grad(last_day_loss, logits[0])[0]               # day 1's logits reach day 20 only through the fed-back positions
+    # day 1's logits reach day 20 only through the fed-back positions
+    grad = torch.autograd.grad(last_day_loss, logits[0])[0]
     assert grad.abs().sum() > 0
     broken = DetachedFeedback(12, hidden_size=16, dropout=0.0).train()
     broken.load_state_dict(net.state_dict())
@@ -221,13 +226,15 @@ def out_dir(tmp_path_factory):
 @pytest.fixture(scope='module')
 def stage1(out_dir):
     "A finished price-transformer run on two stocks."
-    return run_training(model='enhanced_transformer', symbols='600519,000001', epochs=1, seq_len=30, start_date='2016-01-01',
+    return run_training(model='enhanced_transformer', symbols='600519,000001', epochs=1, seq_len=30,
+                        start_date='2016-01-01',
                         model_kwargs=TINY, out_dir=str(out_dir), progress=False, run_name='stage1')
 
 
 def test_features_match_the_runs_own_windows_and_are_cached(stage1, out_dir, monkeypatch):
     frame = extract_features('stage1', '600519', output_dir=out_dir)
-    assert frame.shape[1] == 16 and frame.index.names == ['symbol', 'trade_date'] and frame.index.is_monotonic_increasing
+    assert frame.shape[1] == 16 and frame.index.names == ['symbol', 'trade_date']
+    assert frame.index.is_monotonic_increasing
     # the stage-1 dataset's test windows, through the feature head, give the same rows
     b = stage1.bundle
     idx = b.sample_index('test')
@@ -243,14 +250,17 @@ def test_features_match_the_runs_own_windows_and_are_cached(stage1, out_dir, mon
     sidecar = next((stage1.manager.run_dir / 'features').glob('pooled-*.json'))
     key = json.loads(sidecar.read_text())
     assert key['symbols'] == ['600519'] and key['stage1_run'] == 'stage1' and key['rows'] == len(frame)
-    assert feature_cache_path(stage1.manager, {k: v for k, v in key.items() if k not in ('rows', 'd')}) == sidecar.with_suffix('.npz')
+    assert feature_cache_path(stage1.manager,
+                              {k: v for k, v in key.items() if k not in ('rows', 'd')}) == sidecar.with_suffix('.npz')
     with pytest.raises(RuntimeError, match='recomputed'):                # another range is another key
         extract_features('stage1', '600519', start='2020-01-01', output_dir=out_dir)
 
 
 def test_feature_kinds_and_date_ranges(stage1, out_dir):
-    h = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='head_hidden', output_dir=out_dir)
-    p = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='pooled_price', output_dir=out_dir)
+    h = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='head_hidden',
+                         output_dir=out_dir)
+    p = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='pooled_price',
+                         output_dir=out_dir)
     assert h.shape[1] == 16 and p.shape[1] == 16 + 7 and len(h) == len(p)
     dates = h.index.get_level_values(1)
     assert dates.min() >= pd.Timestamp('2021-01-04') and dates.max() <= pd.Timestamp('2021-03-31') and len(h) > 50
@@ -261,22 +271,26 @@ def test_feature_kinds_and_date_ranges(stage1, out_dir):
     assert days
     got = p.loc[[('000001', d) for d in days]].to_numpy()[:, -7:]
     assert np.allclose(got, [pred[('000001', f'{d:%Y-%m-%d}')] for d in days], atol=1e-5)
-    with pytest.raises(ValueError, match='feature kind'): extract_features('stage1', kind='attention', output_dir=out_dir)
+    with pytest.raises(ValueError, match='feature kind'): extract_features('stage1', kind='attention',
+                                                                           output_dir=out_dir)
 
 
 def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
     extract_features('stage1', ['000001', '600519'], output_dir=out_dir)      # warm the cache run_two_stage will use
     monkeypatch.setattr(two_stage, 'compute_stage1_features', recomputing)
     runs_before = {m['run_name'] for m in TrainingManager.list_runs(out_dir)}
-    two = run_two_stage(stage1_run='stage1', symbols='', out_dir=str(out_dir), strategy_epochs=2, window_days=10, hidden_size=8,
-                        run_name='strategy', seed=3)
+    two = run_two_stage(stage1_run='stage1', symbols='', out_dir=str(out_dir), strategy_epochs=2, window_days=10,
+                        hidden_size=8, run_name='strategy', seed=3)
     runs_after = {m['run_name'] for m in TrainingManager.list_runs(out_dir)}
     assert runs_after - runs_before == {'strategy'}                        # no new stage-1 run
     m = two.manager
     d = m.run_dir
-    for rel in ['config.json', 'model/pytorch_model.bin', 'model/config.json', 'model/training_args.json', 'checkpoints/best/pytorch_model.bin',
-                'checkpoints/checkpoint-2/pytorch_model.bin', 'logs/metrics.json', 'results/backtest.json', 'results/eval_results.json',
-                'plots/backtest.png', 'plots/backtest_600519.png', 'plots/backtest_000001.png', 'plots/loss_curves.png']:
+    for rel in ['config.json', 'model/pytorch_model.bin', 'model/config.json', 'model/training_args.json',
+                'checkpoints/best/pytorch_model.bin',
+                'checkpoints/checkpoint-2/pytorch_model.bin', 'logs/metrics.json', 'results/backtest.json',
+                'results/eval_results.json',
+                'plots/backtest.png', 'plots/backtest_600519.png', 'plots/backtest_000001.png',
+                'plots/loss_curves.png']:
         assert (d / rel).is_file(), rel
     assert m.metadata['status'] == 'completed' and m.metadata['model_type'] == 'strategy_gru'
     config = m.load_config()
@@ -288,7 +302,8 @@ def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
     for seg, limit in (('train', np.datetime64(split.val_start, 'ns')), ('val', test_start)):
         ends = data.window_ends(seg)
         assert len(ends) > 0
-        assert (data.dates[ends + 1] < limit).all() and (data.symbols[ends + 1] == data.symbols[ends]).all()   # next-day returns included
+        # next-day returns included
+        assert (data.dates[ends + 1] < limit).all() and (data.symbols[ends + 1] == data.symbols[ends]).all()
     assert (data.dates[data.window_ends('val') - 9] >= np.datetime64(split.val_start, 'ns')).all()
     bt = json.loads((d / 'results' / 'backtest.json').read_text())
     assert min(bt['daily']['dates']) >= f'{split.test_start:%Y-%m-%d}' and bt['stage1_run'] == 'stage1'
@@ -297,18 +312,20 @@ def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
     # the saved network reproduces the backtest's positions
     network, mc = load_strategy_network('strategy', out_dir)
     assert mc['stage1_run'] == 'stage1' and mc['d_features'] == 16
-    assert np.array_equal(strategy_positions(network, data), two.backtest.daily.sort_values(['symbol', 'date']).position.to_numpy(np.float32))
+    assert np.array_equal(strategy_positions(network, data),
+                          two.backtest.daily.sort_values(['symbol', 'date']).position.to_numpy(np.float32))
 
 
 def test_run_two_stage_trains_its_own_stage1(tmp_path):
-    two = run_two_stage(symbols='600519', out_dir=str(tmp_path), seq_len=30, epochs=1, start_date='2017-01-01', model_kwargs=TINY,
-                        strategy_epochs=2, hidden_size=8, feature_kind='pooled_price', seed=0)
+    two = run_two_stage(symbols='600519', out_dir=str(tmp_path), seq_len=30, epochs=1, start_date='2017-01-01',
+                        model_kwargs=TINY, strategy_epochs=2, hidden_size=8, feature_kind='pooled_price', seed=0)
     assert two.stage1.metadata['model_type'] == 'enhanced_transformer' and two.stage1.metadata['status'] == 'completed'
     assert two.manager.load_config()['stage1_run'] == two.stage1.run_name
     assert two.data.features.shape[1] == 16 + 7
     assert list((two.stage1.run_dir / 'features').glob('pooled_price-*.npz'))
     m = two.backtest.metrics
-    assert set(m) >= {'annualised_return', 'sharpe', 'max_drawdown', 'turnover', 'hit_rate', 'excess_return', 'buy_and_hold'}
+    assert set(m) >= {'annualised_return', 'sharpe', 'max_drawdown', 'turnover', 'hit_rate', 'excess_return',
+                      'buy_and_hold'}
     assert abs(m['excess_return'] - (m['annualised_return'] - m['buy_and_hold']['annualised_return'])) < 1e-12
 
 
@@ -320,6 +337,7 @@ def test_two_stage_params_are_checked_before_anything_runs(tmp_path):
     p = TwoStageParams.from_dict({'epochs': '3', 'hard': 'false', 'symbols': [600519, 1]})
     assert p.epochs == 3 and p.hard is False and p.symbols == '600519,000001'
     run_training(model='lstm', task='classification', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01',
-                 model_kwargs='{"hidden_size": 8, "num_layers": 1}', out_dir=str(tmp_path), progress=False, run_name='clf')
+                 model_kwargs='{"hidden_size": 8, "num_layers": 1}', out_dir=str(tmp_path), progress=False,
+                 run_name='clf')
     with pytest.raises(ValueError, match='not a regression'): run_two_stage(stage1_run='clf', out_dir=str(tmp_path))
     assert [m['run_name'] for m in TrainingManager.list_runs(tmp_path)] == ['clf']   # nothing was created

@@ -41,18 +41,21 @@ def test_the_shipped_notebook_is_clean_and_parameterised():
     code = [c for c in nb.cells if c.cell_type == 'code']
     assert all(not c.get('outputs') and c.get('execution_count') is None for c in code)
     (params,) = [c for c in code if 'parameters' in c.metadata.get('tags', [])]
-    names = {line.split('=')[0].strip() for line in params.source.splitlines() if '=' in line and not line.lstrip().startswith('#')}
+    names = {line.split('=')[0].strip() for line in params.source.splitlines()
+             if '=' in line and not line.lstrip().startswith('#')}
     required = {'model', 'symbols', 'db_url', 'feature_set', 'seq_len', 'horizon', 'task', 'epochs', 'batch_size', 'lr',
                 'preset', 'seed', 'out_dir', 'resume', 'pretrained'}
     assert required <= names and names - {'notebook_path'} == set(PARAMETERS)
-    assert {'prune', 'prune_rate', 'prune_states', 'rewind_epoch', 'stage1_run', 'strategy_epochs', 'pretext', 'freeze_epochs'} <= names
+    assert {'prune', 'prune_rate', 'prune_states', 'rewind_epoch', 'stage1_run', 'strategy_epochs', 'pretext',
+            'freeze_epochs'} <= names
     import papermill as pm
     assert set(pm.inspect_notebook(str(TRAIN_NOTEBOOK))) == names      # papermill parses every parameter line
 
 
 @pytest.mark.parametrize('model, extra, plots', [
     ('gru', [], {'loss_curves', 'predictions', 'direction_confusion'}),
-    ('attention_lstm', ['-p', 'task', 'classification', '-p', 'symbols', '000001,600036'], {'loss_curves', 'direction_confusion', 'attention_heatmap'}),
+    ('attention_lstm', ['-p', 'task', 'classification', '-p', 'symbols', '000001,600036'],
+     {'loss_curves', 'direction_confusion', 'attention_heatmap'}),
 ])
 def test_papermill_runs_record_into_out(tmp_path, model, extra, plots):
     r = papermill(tmp_path, '-p', 'model', model, *QUICK, *extra)
@@ -71,8 +74,10 @@ SMALL = '{"d_model": 32, "head_dim": 8, "ffn_dim": 64}'
 
 
 @pytest.mark.parametrize('params, model_type, result', [
-    (['-p', 'model', 'gru', '-p', 'prune', 'refill', '-p', 'prune_rate', '0.5', '-p', 'prune_states', '2'], 'gru', 'pruning'),
-    (['-p', 'model', 'two_stage', '-p', 'stage1_model', 'transformer', '-p', 'model_kwargs', SMALL, '-p', 'strategy_epochs', '2'],
+    (['-p', 'model', 'gru', '-p', 'prune', 'refill', '-p', 'prune_rate', '0.5', '-p', 'prune_states', '2'], 'gru',
+     'pruning'),
+    (['-p', 'model', 'two_stage', '-p', 'stage1_model', 'transformer', '-p', 'model_kwargs', SMALL, '-p',
+      'strategy_epochs', '2'],
      'strategy_gru', 'backtest'),
 ])
 def test_pruning_and_two_stage_runs_through_the_notebook(tmp_path, params, model_type, result):
@@ -95,13 +100,15 @@ def test_parameters_of_another_kind_of_run_are_refused(tmp_path):
 
 
 def test_quantnb_train_runs_the_same_notebook(tmp_path):
-    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'lstm', '--epochs', '2', '--seq_len', '30', '--progress', 'false',
+    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'lstm', '--epochs', '2', '--seq_len', '30',
+                        '--progress', 'false',
                         '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     run = only_run(tmp_path)
     assert run.metadata['status'] == 'completed' and f'completed {run.run_name}' in r.stdout
     assert (run.run_dir / 'notebook.ipynb').exists() and (run.run_dir / 'model' / 'pytorch_model.bin').exists()
-    listed = subprocess.run([str(BIN / 'quantnb'), 'runs', 'list', '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True)
+    listed = subprocess.run([str(BIN / 'quantnb'), 'runs', 'list', '--out_dir', str(tmp_path / 'out')],
+                            capture_output=True, text=True)
     assert run.run_name in listed.stdout and 'completed' in listed.stdout
 
 
@@ -128,7 +135,8 @@ def test_bad_parameters_fail_before_any_run_exists(tmp_path):
     r = papermill(tmp_path, '-p', 'model', 'rnn', *QUICK)
     assert r.returncode != 0 and 'valid: attention_lstm, enhanced_transformer, gru' in r.stderr + r.stdout
     assert TrainingManager.list_runs(tmp_path / 'out') == []
-    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--task', 'ranking', '--out_dir', str(tmp_path / 'out')],
+    r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--task', 'ranking', '--out_dir',
+                        str(tmp_path / 'out')],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "task='ranking'" in r.stderr and TrainingManager.list_runs(tmp_path / 'out') == []
 
@@ -136,7 +144,8 @@ def test_bad_parameters_fail_before_any_run_exists(tmp_path):
 @pytest.mark.mysql
 @pytest.mark.parametrize('form', ['userinfo', 'query'])
 def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mysql_db, form):
-    "A password-protected MariaDB account, in `user:pw@` or `?password=` form: the run completes, no file under out/ holds it."
+    """A password-protected MariaDB account, in `user:pw@` or `?password=` form: the run completes, no file under out/
+    holds it."""
     from quantnb.data.importer import load_sample
     db = make_mysql_db('qnb_pw')
     load_sample(db)
@@ -149,8 +158,10 @@ def test_no_password_appears_anywhere_under_out(tmp_path, mysql_server, make_mys
     try:
         url = (db.replace('root@', f'{user}:{password}@') if form == 'userinfo' else
                db.replace('root@', f'{user}@') + f'?password={password}')
-        r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--epochs', '1', '--seq_len', '30', '--progress', 'false',
-                            '--db_url', url, '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True, timeout=600)
+        r = subprocess.run([str(BIN / 'quantnb'), 'train', '--model', 'gru', '--epochs', '1', '--seq_len', '30',
+                            '--progress', 'false',
+                            '--db_url', url, '--out_dir', str(tmp_path / 'out')], capture_output=True, text=True,
+                            timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         run = only_run(tmp_path)
         assert run.metadata['status'] == 'completed' and password not in run.metadata['data_source']

@@ -22,7 +22,8 @@ def bundle():
 
 def fixed_loaders(bundle, batch_size, n=256):
     "Unshuffled loaders over the first n training samples, so two trainers see the same batches."
-    return DataLoader(Subset(bundle.train, range(n)), batch_size=batch_size), DataLoader(Subset(bundle.val, range(128)), batch_size=64)
+    return DataLoader(Subset(bundle.train, range(n)), batch_size=batch_size), DataLoader(Subset(bundle.val, range(128)),
+                                                                                         batch_size=64)
 
 
 # --- exact resume after a kill -----------------------------------------------------------------------
@@ -34,7 +35,8 @@ TRAIN = ("from quantnb.train.pipeline import run_training; "
 
 def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     out = str(tmp_path / 'out')
-    whole = subprocess.run([sys.executable, '-c', TRAIN.format(out=out, name='whole')], capture_output=True, text=True, timeout=600)
+    whole = subprocess.run([sys.executable, '-c', TRAIN.format(out=out, name='whole')], capture_output=True, text=True,
+                           timeout=600)
     assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen([sys.executable, '-c', TRAIN.format(out=out, name='killed')], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -51,10 +53,12 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     read = lambda name: json.loads((tmp_path / 'out' / name / 'results' / 'eval_results.json').read_text())
     assert read('killed')['metrics'] == read('whole')['metrics']
-    m = lambda name: [(r['epoch'], r['train_loss'], r['val_loss']) for r in json.loads((tmp_path / 'out' / name / 'logs' / 'metrics.json').read_text())]
+    m = lambda name: [(r['epoch'], r['train_loss'], r['val_loss'])
+                      for r in json.loads((tmp_path / 'out' / name / 'logs' / 'metrics.json').read_text())]
     assert m('killed') == m('whole')
     meta = killed.metadata
-    assert meta['status'] == 'completed' and 'resumed from checkpoint-' in (killed.run_dir / 'logs' / 'training.log').read_text()
+    assert meta['status'] == 'completed'
+    assert 'resumed from checkpoint-' in (killed.run_dir / 'logs' / 'training.log').read_text()
     assert list(killed.run_dir.glob('notebook-resumed-*.ipynb'))
 
 
@@ -64,7 +68,8 @@ def test_same_seed_same_history(bundle):
     def history():
         loaders = make_dataloaders(bundle, batch_size=64, seed=5)
         torch.manual_seed(5)                                                  # initial weights
-        t = Trainer(create_model('lstm', 11, horizon=3), loaders['train'], loaders['val'], TrainingArgs(epochs=2, progress=False, seed=5))
+        t = Trainer(create_model('lstm', 11, horizon=3), loaders['train'], loaders['val'],
+                    TrainingArgs(epochs=2, progress=False, seed=5))
         t.fit()
         return [(h['train_loss'], h['val_loss']) for h in t.state['history']]
     assert history() == history()
@@ -72,7 +77,8 @@ def test_same_seed_same_history(bundle):
 
 def test_early_stopping_after_patience(bundle):
     train, val = fixed_loaders(bundle, 64)
-    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(epochs=30, lr=1e-12, patience=2, progress=False, scheduler='constant'))
+    t = Trainer(create_model('gru', 11, horizon=3), train, val,
+                TrainingArgs(epochs=30, lr=1e-12, patience=2, progress=False, scheduler='constant'))
     summary = t.fit()
     assert summary['stopped_early'] and summary['total_epochs_trained'] <= 4 and summary['best_epoch'] <= 2
 
@@ -83,7 +89,8 @@ def test_accumulating_two_half_batches_equals_one_full_batch(bundle):
         torch.manual_seed(0)
         model = create_model('gru', 11, horizon=3, dropout=0.0, head={'dropout': 0.0})
         train, val = fixed_loaders(bundle, batch)
-        Trainer(model, train, val, TrainingArgs(epochs=1, accumulation_steps=accumulate, progress=False, scheduler='constant')).train_epoch()
+        Trainer(model, train, val, TrainingArgs(epochs=1, accumulation_steps=accumulate, progress=False,
+                                                scheduler='constant')).train_epoch()
         return torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.testing.assert_close(trained(32, 2), trained(64, 1), rtol=1e-4, atol=1e-6)
 
@@ -105,7 +112,8 @@ def test_gradients_are_clipped(bundle):
 
 def test_bf16_autocast_on_cpu_trains(bundle):
     train, val = fixed_loaders(bundle, 64)
-    t = Trainer(create_model('transformer', 11, horizon=3), train, val, TrainingArgs(epochs=1, precision='bf16', progress=False))
+    t = Trainer(create_model('transformer', 11, horizon=3), train, val,
+                TrainingArgs(epochs=1, precision='bf16', progress=False))
     summary = t.fit()
     assert summary['autocast_dtype'] == 'bfloat16' and np.isfinite(summary['best_val_loss'])
     with pytest.raises(ValueError, match='fp16 needs CUDA'):
@@ -123,7 +131,8 @@ def test_moe_auxiliary_loss_is_added(bundle):
     assert a - b == pytest.approx(model.aux_loss().item(), rel=1e-5) and model.aux_loss().item() >= 1.0 - 1e-6
 
 
-@pytest.mark.parametrize('name, task, ok', [('mse', 'regression', True), ('huber', 'regression', True), ('mae', 'regression', True),
+@pytest.mark.parametrize('name, task, ok',
+                         [('mse', 'regression', True), ('huber', 'regression', True), ('mae', 'regression', True),
                                             ('ce', 'classification', True), ('auto', 'classification', True),
                                             ('mse', 'classification', False), ('ce', 'regression', False)])
 def test_losses_fit_their_task(name, task, ok):
@@ -132,7 +141,8 @@ def test_losses_fit_their_task(name, task, ok):
         with pytest.raises(ValueError, match='needs task|does not fit'): make_loss(name, task)
 
 
-@pytest.mark.parametrize('kwargs, message', [(dict(epochs=0), 'epochs=0'), (dict(lr=-1), 'lr=-1'), (dict(precision='fp8'), 'precision'),
+@pytest.mark.parametrize('kwargs, message',
+                         [(dict(epochs=0), 'epochs=0'), (dict(lr=-1), 'lr=-1'), (dict(precision='fp8'), 'precision'),
                                              (dict(loss='hinge'), 'loss'), (dict(scheduler='step'), 'scheduler')])
 def test_bad_training_args(kwargs, message):
     with pytest.raises(ValueError, match=message): TrainingArgs(**kwargs)
@@ -140,7 +150,8 @@ def test_bad_training_args(kwargs, message):
 
 def test_resume_without_a_checkpoint_is_a_clear_error(bundle, tmp_path):
     train, val = fixed_loaders(bundle, 64)
-    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(progress=False), TrainingManager('600519', 'gru', tmp_path))
+    t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(progress=False),
+                TrainingManager('600519', 'gru', tmp_path))
     with pytest.raises(FileNotFoundError, match='nothing to resume'):
         t.fit(resume=True)
 
