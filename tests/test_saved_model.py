@@ -10,7 +10,7 @@ from quantnb import cli
 from quantnb.core import read_json, sha256_file, write_json
 from quantnb.models.saved import BUILDERS, CheckpointError, SavedModel, load_saved_model
 from quantnb.predict import PredictionEngine, open_engine
-from quantnb.strategy.two_stage import StrategyEngine, load_strategy_network, run_two_stage
+from quantnb.strategy.two_stage import StrategyEngine, StrategySpec, load_strategy_network, run_two_stage
 from quantnb.train.pipeline import run_training
 
 TINY = '{"d_model": 16, "n_layers": 1, "n_heads": 2, "ffn_dim": 32}'
@@ -84,7 +84,9 @@ def test_a_file_written_before_the_record_reads_and_builds(stage1, two, out):
     old = {k: current[k] for k in OLD_STRATEGY_KEYS}
     copy_run(out, 'two', 'old_two', old)
     record = SavedModel.read('old_two', out)
-    assert record.stage1_run == 'stage1' and record.extra['window_days'] == 10 and record.kind == 'strategy_gru'
+    assert record.stage1_run == 'stage1' and record.kind == 'strategy_gru'
+    spec = StrategySpec.of(record)
+    assert (spec.window_days, spec.hidden_size, spec.feature_kind) == (10, 8, 'pooled')
     assert {**record.to_dict(), 'adjust': None} == {**old, 'adjust': None}
     network, config = load_strategy_network('old_two', out)
     assert config['d_features'] == 16 and not network.training

@@ -29,7 +29,7 @@ from ..train.runs import TrainingManager
 __all__ = ['FEATURE_KINDS', 'StrategyFeatureHead', 'load_stage1', 'compute_stage1_features', 'feature_cache_path',
            'extract_features', 'StrategyData', 'strategy_data', 'cpu_threads', 'evaluate_strategy', 'train_strategy',
            'strategy_positions', 'backtest_strategy', 'TwoStageParams', 'TwoStageRun', 'run_two_stage',
-           'load_strategy_network', 'build_strategy_network', 'strategy_record', 'StrategyEngine']
+           'load_strategy_network', 'StrategySpec', 'build_strategy_network', 'strategy_record', 'StrategyEngine']
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 6
 FEATURE_KINDS = ('pooled', 'head_hidden', 'pooled_price')
@@ -495,10 +495,9 @@ def finish(self) -> dict:
     p, data = self.params, self.data
     loss = {'relative_return_weight': p.relative_return_weight, 'risk_cost_weight': p.risk_cost_weight,
             'opportunity_cost_weight': p.opportunity_cost_weight}
-    record = SavedModel('strategy_gru', symbols=self.symbols, stage1_run=self.stage1.run_name, extra={
-        'feature_kind': p.feature_kind, 'd_features': int(data.features.shape[1]), 'hidden_size': p.hidden_size,
-        'n_positions': N_POSITIONS, 'dropout': p.dropout, 'window_days': p.window_days, 'cost_bps': p.cost_bps,
-        'loss': loss, 'feature_mean': data.mean.tolist(), 'feature_std': data.std.tolist(), 'split': self.split.to_dict()})
+    spec = StrategySpec(int(data.features.shape[1]), p.hidden_size, N_POSITIONS, p.dropout, p.window_days,
+                        p.feature_kind, data.mean.tolist(), data.std.tolist(), self.split.to_dict(), loss, p.cost_bps)
+    record = SavedModel('strategy_gru', symbols=self.symbols, stage1_run=self.stage1.run_name, extra=spec.to_dict())
     self.manager.save_model(self.network, record, {k: v for k, v in self.summary.items() if k != 'history'})
     self.manager.update_status('completed')
     return self.manager.get_summary()
@@ -524,11 +523,30 @@ def load_strategy_network(run: str | Path | TrainingManager,
     return record.build(), record.to_dict()
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 21
+@dataclasses.dataclass
+class StrategySpec:
+    "A strategy network's part of its saved-model record (`SavedModel.extra`): what rebuilds and feeds it."
+    d_features: int         # stage-1 features per day
+    hidden_size: int
+    n_positions: int
+    dropout: float
+    window_days: int        # days unrolled per decision
+    feature_kind: str       # see FEATURE_KINDS
+    feature_mean: list      # the features' standardisation, from the training days
+    feature_std: list
+    split: dict             # stage 1's split
+    loss: dict              # StrategyLoss weights
+    cost_bps: float
+
+    @classmethod
+    def of(cls, record: SavedModel) -> StrategySpec: return cls(**{k: record.extra[k] for k in cls.__annotations__})
+    def to_dict(self) -> dict: return dataclasses.asdict(self)
+
 @register_builder('strategy_gru')
 def build_strategy_network(record: SavedModel) -> GRUStrategyNetwork:
     "A freshly initialised strategy network of the widths `record` gives (how `SavedModel.build` makes one)."
-    e = record.extra
-    return GRUStrategyNetwork(e['d_features'], e['hidden_size'], e['n_positions'], e['dropout'])
+    s = StrategySpec.of(record)
+    return GRUStrategyNetwork(s.d_features, s.hidden_size, s.n_positions, s.dropout)
 
 def strategy_record(run: str | Path | TrainingManager, output_dir: str | Path | None = None) -> SavedModel:
     "The record of a two-stage run's strategy network; any other run is refused."
@@ -543,12 +561,12 @@ class StrategyEngine:
                  device: str = 'cpu'):
         self.manager = TrainingManager.load_run(run, output_dir)
         self.record = r = strategy_record(self.manager)
-        self.network = r.build()
+        self.spec, self.network = StrategySpec.of(r), r.build()
         self.url, notes = run_data_source(self.manager, url)
         for note in notes: warnings.warn(note, stacklevel=2)
         self.stage1 = load_stage1(r.stage1_run, output_dir=self.manager.output_dir, url=self.url, device=device)
-        self.window_days = r.extra['window_days']
-        self.mean, self.std = (np.asarray(r.extra[k], np.float32) for k in ('feature_mean', 'feature_std'))
+        self.window_days = self.spec.window_days
+        self.mean, self.std = (np.asarray(v, np.float32) for v in (self.spec.feature_mean, self.spec.feature_std))
 
     @property
     def model_config(self) -> dict: return self.record.to_dict()   # the run's model/config.json
@@ -570,7 +588,7 @@ def feature_windows(self, symbols: list[str], as_of=None) -> np.ndarray:
     bars = self.stage1.loader.load_many(symbols, end_date=as_of, adjust=adjust)
     last_days = {s: g.index.get_level_values(1)[-W:] for s, g in bars.groupby(level=0, sort=False)}
     features = compute_stage1_features(self.stage1, symbols, start=min(d[0] for d in last_days.values()), end=as_of,
-                                       kind=self.record.extra['feature_kind'])
+                                       kind=self.spec.feature_kind)
     xs = []
     for sym in symbols:
         known = sym in features.index.get_level_values(0)
