@@ -15,9 +15,8 @@ from .core import default_db_url, mask_url
 from .data.datasets import DIRECTION_CLASSES, Normalizer
 from .data.db import StockDataLoader, normalize_symbol
 from .data.features import compute_features
-from .models.core import ModelConfig, build_model
+from .models.saved import SavedModel
 from .train.runs import TrainingManager
-from .transfer import load_weights
 
 # %% auto 0
 __all__ = ['ENGINES', 'run_data_source', 'PredictionEngine', 'open_engine']
@@ -59,23 +58,23 @@ class PredictionEngine:
     def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None,
                  device: str = 'cpu'):
         self.manager = TrainingManager.load_run(run, output_dir)
-        self.model_config = c = self.manager.load_model_config()
-        if 'feature_names' not in c or 'model' not in c:
-            raise ValueError(f'run {self.manager.run_name} is a {c.get("model_type")} run, not a price model; '
+        self.record = r = SavedModel.read(self.manager)
+        if r.model is None or r.feature_names is None:
+            raise ValueError(f'run {self.manager.run_name} is a {r.model_type} run, not a price model; '
                              'open it with quantnb.predict.open_engine')
-        self.feature_names, self.seq_len = c['feature_names'], c['seq_len']
-        self.horizon, self.task = c['horizon'], c['task']
-        self.normalizer = Normalizer.from_dict(c['normalizer'])
+        self.feature_names, self.seq_len, self.horizon, self.task = r.feature_names, r.seq_len, r.horizon, r.task
+        self.normalizer = Normalizer.from_dict(r.normalizer)
         self.device = torch.device(device)
-        self.model = build_model(ModelConfig.from_dict(c['model'])).to(self.device).eval()
-        weights = load_weights(self.manager.get_model_path(), c.get('weights_sha256'), self.device)   # checksum first
-        self.model.load_state_dict(weights, strict=True)
+        self.model = r.build(self.device)   # checksum first, then every weight strictly
         self.url, notes = run_data_source(self.manager, url)
         for note in notes: warnings.warn(note, stacklevel=2)
         self.loader = StockDataLoader(self.url)
 
+    @property
+    def model_config(self) -> dict: return self.record.to_dict()   # the run's model/config.json
+
     def __repr__(self):
-        return (f'PredictionEngine({self.manager.run_name}: {self.model_config["model_type"]}, '
+        return (f'PredictionEngine({self.manager.run_name}: {self.record.model_type}, '
                 f'{len(self.feature_names)} features, seq_len {self.seq_len})')
 
     @property
@@ -83,7 +82,7 @@ class PredictionEngine:
 
     def symbols(self, symbols: list[str] | str | None = None) -> list[str]:
         "`symbols` (default: the run's), warning about any the model never saw in training."
-        seen = self.model_config['symbols']
+        seen = self.record.symbols
         symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else list(symbols or seen))]
         unseen = [s for s in symbols if s not in seen]
         if unseen: warnings.warn(f'run {self.manager.run_name} never saw {", ".join(unseen)} in training (trained on '
@@ -93,7 +92,7 @@ class PredictionEngine:
     def windows(self, symbols: list[str] | str | None = None, as_of=None) -> tuple[torch.Tensor, pd.DataFrame]:
         "The latest `[seq_len, n_features]` window of each symbol (up to `as_of`) and its date and close."
         symbols = self.symbols(symbols)
-        bars = self.loader.load_many(symbols, end_date=as_of, adjust=self.model_config.get('adjust', 'qfq'))
+        bars = self.loader.load_many(symbols, end_date=as_of, adjust=self.record.adjust)
         features = compute_features(bars, self.feature_names, dropna=False)
         xs, rows = [], []
         for sym, f in features.groupby(level='symbol', sort=False):
@@ -127,5 +126,5 @@ ENGINES: dict[str, type] = {}   # model_type -> engine class, for runs whose mod
 
 def open_engine(run: str | Path, output_dir: str | Path | None = None, url: str | None = None, device: str = 'cpu'):
     "The engine that serves `run`'s model: the one registered for its model type, else `PredictionEngine`."
-    model_type = TrainingManager.load_run(run, output_dir).load_model_config().get('model_type')
+    model_type = SavedModel.read(TrainingManager.load_run(run, output_dir)).model_type
     return ENGINES.get(model_type, PredictionEngine)(run, output_dir=output_dir, url=url, device=device)

@@ -4,62 +4,46 @@
 
 # %% ../nbs/13_transfer.ipynb 4
 from __future__ import annotations
-import dataclasses, pickle, re
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .core import default_out_dir, read_json, sha256_file
+from .core import default_out_dir, read_json
 from .models.core import ModelConfig, QuantModel, build_model
+from .models.saved import (CheckpointError, NotAQuantnbCheckpoint, SavedModel, load_weights,  # noqa: F401
+                                  register_builder)   # (CheckpointError, load_weights: re-exported)
+from .pretrain import build_pretrainer
 
 # %% auto 0
-__all__ = ['NotAQuantnbCheckpoint', 'CheckpointError', 'load_weights', 'CheckpointSource', 'resolve_checkpoint', 'TransferReport',
-           'TransferError', 'load_pretrained', 'weight_statistics', 'untouched_norms', 'VerificationReport',
-           'PretrainedCheckError', 'functional_check', 'optimizer_steps', 'verify_pretrained']
+__all__ = ['build_masked_model', 'CheckpointSource', 'resolve_checkpoint', 'TransferReport', 'TransferError', 'load_pretrained',
+           'weight_statistics', 'untouched_norms', 'VerificationReport', 'PretrainedCheckError', 'functional_check',
+           'optimizer_steps', 'verify_pretrained']
 
 # %% ../nbs/13_transfer.ipynb 6
-class NotAQuantnbCheckpoint(ValueError):
-    "The weights do not come from a quantnb run whose configuration can be checked."
+@register_builder('masked')
+def build_masked_model(record: SavedModel) -> QuantModel:
+    "A masked-pretraining model (backbone and reconstruction head) from its record."
+    return build_pretrainer(record.model)
 
-class CheckpointError(NotAQuantnbCheckpoint):
-    "A weights file that is missing, truncated, unsafe to unpickle or not the file its run recorded."
-
-def _load_failure(e: Exception) -> str:
-    "Why `torch.load(weights_only=True)` failed, in words that never suggest loading it unsafely."
-    text = str(e)
-    if isinstance(e, pickle.UnpicklingError) or 'Weights only load failed' in text:
-        found = re.search(r'GLOBAL ([\w.]+)', text)
-        what = f'it pickles {found[1]}, which is not a tensor' if found else 'it holds more than tensors'
-        return f'refused: {what}; quantnb loads weights only and never builds arbitrary objects from a file'
-    return f'truncated or corrupt: torch cannot read it ({type(e).__name__})'
-
-def load_weights(path: str | Path,             # a pytorch_model.bin
-                 sha256: str | None = None,    # the checksum its run recorded (None: nothing recorded)
-                 map_location='cpu') -> Any:
-    "`torch.load(path, weights_only=True)` after checking `sha256`; any failure is a `CheckpointError` naming the file."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f'{path}: no such weights file')
-    if sha256 and sha256_file(path) != sha256:
-        raise CheckpointError(f'{path}: SHA-256 differs from the one its run recorded in model/config.json '
-                              '(the file was replaced or damaged after training); refusing to load it')
-    try: return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise CheckpointError(f'{path}: {_load_failure(e)}') from None
-
-# %% ../nbs/13_transfer.ipynb 10
+# %% ../nbs/13_transfer.ipynb 8
 @dataclasses.dataclass
 class CheckpointSource:
-    "A checkpoint and what its run says about it."
-    run_dir: Path
-    weights_path: Path
-    config: dict          # the run's model/config.json
+    "A checkpoint, the record of the run it belongs to (pointed at this file), and its weights."
+    record: SavedModel
     state_dict: dict
     checksum_ok: bool | None
 
     @property
-    def model_config(self) -> ModelConfig: return ModelConfig.from_dict(self.config['model'])
+    def run_dir(self) -> Path: return self.record.run_dir
+    @property
+    def weights_path(self) -> Path: return self.record.weights_path
+    @property
+    def config(self) -> dict: return self.record.to_dict()   # the run's model/config.json
+    @property
+    def model_config(self) -> ModelConfig: return ModelConfig.from_dict(self.record.model)
 
 def _find_run_dir(path: Path) -> Path | None:
     for d in [path] + list(path.parents):
@@ -67,24 +51,21 @@ def _find_run_dir(path: Path) -> Path | None:
     return None
 
 def resolve_checkpoint(source: str | Path, output_dir: str | Path | None = None) -> CheckpointSource:
-    "Find a checkpoint's run, read its `model/config.json`, verify the weights' checksum and load them (weights only)."
-    path = Path(source)
-    if not path.exists(): path = Path(output_dir or default_out_dir())/str(source)
-    if not path.exists(): raise NotAQuantnbCheckpoint(f'{source!r}: no such run in {Path(output_dir or default_out_dir()).resolve()} and no such file')
+    "Find a checkpoint's run, read its record (`SavedModel`), verify the weights' checksum and load them (weights only)."
+    path, root = Path(source), Path(output_dir or default_out_dir())
+    if not path.exists(): path = root/str(source)
+    if not path.exists(): raise NotAQuantnbCheckpoint(f'{source!r}: no such run in {root.resolve()} and no such file')
     run_dir = _find_run_dir(path.resolve())
     if run_dir is None or not (run_dir/'model'/'config.json').exists():
-        raise NotAQuantnbCheckpoint(f'{source}: not a quantnb checkpoint (no run directory with model/config.json around it); '
-                                    'quantnb refuses weights whose architecture and origin it cannot check')
-    config = read_json(run_dir/'model'/'config.json')
-    weights = path if path.is_file() else (path/'pytorch_model.bin' if (path/'pytorch_model.bin').exists() else run_dir/'model'/'pytorch_model.bin')
+        raise NotAQuantnbCheckpoint(f'{source}: not a quantnb checkpoint (no run directory with model/config.json '
+                                    'around it); quantnb refuses weights whose architecture and origin it cannot check')
+    weights = path if path.is_file() else path/'pytorch_model.bin'
+    if not weights.exists(): weights = run_dir/'model'/'pytorch_model.bin'
     if not weights.exists(): raise NotAQuantnbCheckpoint(f'{source}: run {run_dir.name} has no weights at {weights}')
-    final = weights.resolve() == (run_dir/'model'/'pytorch_model.bin').resolve()
-    recorded = config.get('weights_sha256') if final else None   # checkpoints/ files record no checksum
-    loaded = load_weights(weights, recorded)
-    state = loaded['model_state_dict'] if isinstance(loaded, dict) and 'model_state_dict' in loaded else loaded
-    return CheckpointSource(run_dir, weights, config, state, True if recorded else None)
+    record = SavedModel.read(run_dir).at_checkpoint(weights)   # checkpoints/ files record no checksum
+    return CheckpointSource(record, record.load_state(), True if record.weights_sha256 else None)
 
-# %% ../nbs/13_transfer.ipynb 12
+# %% ../nbs/13_transfer.ipynb 10
 @dataclasses.dataclass
 class TransferReport:
     "What `load_pretrained` loaded into which model, and why it accepted or refused."
@@ -124,7 +105,7 @@ class TransferError(ValueError):
         self.report = report
         super().__init__(str(report))
 
-# %% ../nbs/13_transfer.ipynb 14
+# %% ../nbs/13_transfer.ipynb 12
 def _architecture(name: str, backbone: dict) -> str:
     return f'{name}(' + ', '.join(f'{k}={v}' for k, v in sorted(backbone.items())) + ')'
 
@@ -133,19 +114,22 @@ def load_pretrained(model: QuantModel, source: str | Path, output_dir: str | Pat
                     min_fraction: float = 1.0, exclude: tuple = ('head.',), verbose: bool = True) -> TransferReport:
     "Copy the backbone of a quantnb checkpoint into `model`; raise `TransferError` (with the report) unless all of it fits."
     src = resolve_checkpoint(source, output_dir)
-    sc, tc = src.config['model'], model.config
+    if src.record.model is None:
+        raise NotAQuantnbCheckpoint(f'{source}: run {src.run_dir.name} is a {src.record.model_type} run; '
+                                    'only the backbone of a price model transfers')
+    sc, tc, names = src.record.model, model.config, list(src.record.feature_names or [])
     report = TransferReport(source=f'{src.run_dir.name}/{src.weights_path.relative_to(src.run_dir)}',
                             source_architecture=_architecture(sc['name'], sc.get('backbone', {})),
                             target_architecture=_architecture(tc.name, tc.backbone))
     if min_fraction >= 1.0 and (sc["name"] != tc.name or sc.get("backbone", {}) != tc.backbone):   # partial mode: the fraction decides
         report.problems.append(f'architecture differs: checkpoint is {report.source_architecture}, model is {report.target_architecture}')
-    if feature_names is not None and list(feature_names) != list(src.config['feature_names']):
-        extra = [f for f in feature_names if f not in src.config['feature_names']]
-        lost = [f for f in src.config['feature_names'] if f not in feature_names]
-        report.problems.append(f'feature names differ (model has {len(feature_names)}, checkpoint {len(src.config["feature_names"])}; '
+    if feature_names is not None and list(feature_names) != names:
+        extra = [f for f in feature_names if f not in names]
+        lost = [f for f in names if f not in feature_names]
+        report.problems.append(f'feature names differ (model has {len(feature_names)}, checkpoint {len(names)}; '
                                f'only in model: {extra[:6]}, only in checkpoint: {lost[:6]}{", order differs" if not extra and not lost else ""})')
-    if seq_len is not None and seq_len != src.config['seq_len']:
-        report.problems.append(f'seq_len differs: checkpoint windows are {src.config["seq_len"]} days, model windows {seq_len}')
+    if seq_len is not None and seq_len != src.record.seq_len:
+        report.problems.append(f'seq_len differs: checkpoint windows are {src.record.seq_len} days, model windows {seq_len}')
 
     target = model.state_dict()
     for key, value in target.items():
@@ -168,7 +152,7 @@ def load_pretrained(model: QuantModel, source: str | Path, output_dir: str | Pat
         for key in report.loaded: target[key].copy_(src.state_dict[key])
     return report
 
-# %% ../nbs/13_transfer.ipynb 16
+# %% ../nbs/13_transfer.ipynb 14
 def _excess_kurtosis(x: torch.Tensor) -> float:
     x = x.double().flatten(); x = x - x.mean()
     v = (x ** 2).mean()
@@ -211,7 +195,7 @@ def untouched_norms(model: nn.Module) -> dict:
     untouched = [n for n, m in norms.items() if torch.all(m.weight == 1) and (getattr(m, 'bias', None) is None or torch.all(m.bias == 0))]
     return {'norm_layers': len(norms), 'untouched': untouched}
 
-# %% ../nbs/13_transfer.ipynb 19
+# %% ../nbs/13_transfer.ipynb 17
 @dataclasses.dataclass
 class VerificationReport:
     "The verdict of `verify_pretrained` and the evidence behind it."
@@ -236,7 +220,7 @@ class PretrainedCheckError(ValueError):
         self.report = report
         super().__init__(f'{source} is not a usable pretrained checkpoint:\n{report}')
 
-# %% ../nbs/13_transfer.ipynb 21
+# %% ../nbs/13_transfer.ipynb 19
 def functional_check(model: QuantModel, batch: tuple, loss_fn: nn.Module, fresh: QuantModel) -> dict:
     "Loss of `model` and of a fresh model of the same architecture on one batch (with the same random masks)."
     x, y = batch
@@ -252,18 +236,19 @@ def _run_sample(src: CheckpointSource, n: int = 256):
     from quantnb.data.datasets import Normalizer, load_datasets, Split
     from quantnb.models.core import make_loss
     from quantnb.pretrain import MaskedMSELoss, MaskedWindows
-    c, cfg = src.config, read_json(src.run_dir/'config.json') if (src.run_dir/'config.json').exists() else {}
+    r, cfg = src.record, read_json(src.run_dir/'config.json') if (src.run_dir/'config.json').exists() else {}
     params, data = cfg.get('params', {}), cfg.get('data', {})
     if not params: return None
-    task = c['model']['task']
-    bundle = load_datasets(c['symbols'], url=params.get('db_url') or None, feature_set=c['feature_names'], seq_len=c['seq_len'],
-                           horizon=c['horizon'], task='classification' if task == 'classification' else 'regression',
-                           split=Split.from_dict(data['split']) if 'split' in data else None, flat_threshold=c.get('flat_threshold', 0.005))
-    bundle.normalizer.stats = Normalizer.from_dict(c['normalizer']).stats
+    task = r.model['task']
+    bundle = load_datasets(r.symbols, url=params.get('db_url') or None, feature_set=r.feature_names, seq_len=r.seq_len,
+                           horizon=r.horizon, task='classification' if task == 'classification' else 'regression',
+                           split=Split.from_dict(data['split']) if 'split' in data else None,
+                           flat_threshold=r.flat_threshold)
+    bundle.normalizer.stats = Normalizer.from_dict(r.normalizer).stats
     windows = bundle.val
     idx = np.linspace(0, len(windows) - 1, min(n, len(windows))).astype(int)
     if task == 'masked':
-        pre = c.get('pretraining', {})
+        pre = r.pretraining or {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             masked = MaskedWindows(windows, pre.get('mask_ratio', 0.15), pre.get('mask', 'span'), pre.get('mean_span', 3.0))
@@ -272,10 +257,10 @@ def _run_sample(src: CheckpointSource, n: int = 256):
     xs = torch.stack([windows[i][0] for i in idx]); ys = torch.stack([windows[i][1] for i in idx])
     return (xs, ys), make_loss('auto' if task != 'regression' else 'mse', 'classification' if task == 'classification' else 'regression')
 
-# %% ../nbs/13_transfer.ipynb 23
+# %% ../nbs/13_transfer.ipynb 21
 def optimizer_steps(src: CheckpointSource) -> tuple[int | None, str]:
     "Optimiser steps behind `src`'s weights (None if unknown) and how that number was found."
-    recorded = src.config.get('pretraining', {}).get('optimizer_steps')
+    recorded = (src.record.pretraining or {}).get('optimizer_steps')
     final = src.weights_path.resolve() == (src.run_dir/'model'/'pytorch_model.bin').resolve()
     if recorded is not None and final: return int(recorded), 'recorded by the pretraining run'
     files = src.run_dir/'model'/'training_args.json', src.run_dir/'config.json', src.weights_path.parent/'metrics.json'
@@ -290,46 +275,40 @@ def optimizer_steps(src: CheckpointSource) -> tuple[int | None, str]:
     per_epoch = -(-(-(-samples // batch)) // max(int(accumulation or 1), 1))
     return int(epochs) * per_epoch, f'{epochs} epoch(s) x {per_epoch} steps of batch {batch}'
 
-# %% ../nbs/13_transfer.ipynb 25
+# %% ../nbs/13_transfer.ipynb 23
 def _verify_stage1(src: CheckpointSource, batch=None, loss_fn=None) -> VerificationReport:
     "Verify the stage-1 price model behind a two-stage strategy run `src`."
-    stage1 = src.config.get('stage1_run')
+    stage1 = src.record.stage1_run
     if not stage1:
         raise NotAQuantnbCheckpoint(f'{src.run_dir/"model"/"config.json"}: no "model" entry and no "stage1_run"; '
                                     'verify checks the backbone of a price model')
     report = verify_pretrained(stage1, output_dir=src.run_dir.parent, batch=batch, loss_fn=loss_fn)
     weights = src.weights_path.relative_to(src.run_dir)
     checked = 'matches the SHA-256 its run recorded' if src.checksum_ok else 'loaded (no checksum recorded for it)'
-    kind = src.config.get('model_type')
+    kind = src.record.model_type
     report.reasons.insert(0, f'{src.run_dir.name} is a two-stage strategy run ({kind}): its strategy network {weights} '
                              f'{checked}; the verdict is about the backbone of its stage-1 price model, run {stage1}')
     report.provenance = {**(report.provenance or {}), 'two_stage_run': src.run_dir.name,
                          'strategy_checksum_ok': src.checksum_ok}
     return report
 
-# %% ../nbs/13_transfer.ipynb 26
-def _build(config: ModelConfig) -> QuantModel:
-    if config.task == 'masked':
-        from quantnb.pretrain import build_pretrainer
-        return build_pretrainer(config)
-    return build_model(config)
-
+# %% ../nbs/13_transfer.ipynb 24
 def verify_pretrained(source: QuantModel | str | Path, output_dir: str | Path | None = None,
                       batch: tuple | None = None, loss_fn: nn.Module | None = None) -> VerificationReport:
     "Verdict (`pretrained` / `random` / `suspicious`) on a model or a run's checkpoint, with the evidence."
     provenance = None
     if isinstance(source, nn.Module):
         model, config = source, source.config
+        record = SavedModel(config.name, model=config.to_dict())   # to build fresh models of its architecture
     else:
         src = resolve_checkpoint(source, output_dir)
-        if 'model' not in src.config: return _verify_stage1(src, batch, loss_fn)
-        config = src.model_config
-        model = _build(config)
-        model.load_state_dict(src.state_dict, strict=True)
+        if src.record.model is None: return _verify_stage1(src, batch, loss_fn)
+        record, config = src.record, src.model_config
+        model = record.build(state=src.state_dict)
         meta = read_json(src.run_dir/'metadata.json')
-        pre = src.config.get('pretraining', {})
+        pre = record.pretraining or {}
         steps, steps_note = optimizer_steps(src)
-        provenance = {'run': src.run_dir.name, 'status': meta.get('status'), 'symbols': src.config.get('symbols'),
+        provenance = {'run': src.run_dir.name, 'status': meta.get('status'), 'symbols': record.symbols,
                       'data_range': pre.get('data_range'), 'optimizer_steps': steps, 'optimizer_steps_note': steps_note,
                       'epochs': pre.get('epochs'), 'checksum_ok': src.checksum_ok, 'weights': str(src.weights_path.relative_to(src.run_dir))}
         if batch is None:
@@ -338,7 +317,7 @@ def verify_pretrained(source: QuantModel | str | Path, output_dir: str | Path | 
     rows = weight_statistics(model, config)
     moved_share = sum(r['moved'] for r in rows) / max(len(rows), 1)
     norms = untouched_norms(model)
-    functional = functional_check(model, batch, loss_fn, _build(config)) if batch is not None and loss_fn is not None else None
+    functional = functional_check(model, batch, loss_fn, record.new_model()) if batch is not None and loss_fn is not None else None
     gain = functional is not None and functional['ratio'] < 0.9
     reasons = [f'{sum(r["moved"] for r in rows)} of {len(rows)} weight matrices differ from a fresh initialisation of the same architecture '
                f'(max |z| of std {max((abs(r["z"]) for r in rows), default=0):.1f}, max share outside the init bound {max((r["outside_init_bound"] for r in rows), default=0):.3f})']

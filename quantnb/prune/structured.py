@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..core import default_device, patch_to, read_json
+from ..core import default_device, patch_to
 from ..data.datasets import make_dataloaders
 from ..models.core import MLPHead, ModelConfig, QuantModel, build_model, count_parameters
 from ..models.enhanced import EnhancedTransformerBackbone, MoEFeedForward, MultiHeadLatentAttention
@@ -26,7 +26,7 @@ from ..train.evaluate import evaluate_predictions, predictions_record
 from ..train.pipeline import TrainingRun, TrainParams
 from ..train.runs import TrainingManager
 from ..models.core import make_loss
-from ..transfer import load_weights
+from ..models.saved import SavedModel
 
 # %% auto 0
 __all__ = ['UNIT_KINDS', 'PRUNE_METHODS', 'STRUCTURED', 'UnitSlice', 'UnitGroup', 'unit_groups', 'structured_masks',
@@ -328,19 +328,13 @@ def unit_kinds(self) -> tuple[str, ...]:
     return kinds
 
 # %% ../../nbs/20_prune.structured.ipynb 28
-def load_pruned_model(run: str | Path, state: str | int | None = None, output_dir: str | Path | None = None) -> QuantModel:
-    "A pruning run's model: the final one (`model/`) or state `k` (`checkpoints/state-{k}/`, also `'random-k'`), rebuilt and loaded strictly."
+def load_pruned_model(run: str | Path, state: str | int | None = None,
+                      output_dir: str | Path | None = None) -> QuantModel:
+    "A pruning run's model, final (`model/`) or state `k` (`checkpoints/state-{k}/`, `'random-k'`), loaded strictly."
     manager = TrainingManager.load_run(run, output_dir)
-    if state is None:
-        model_config = manager.load_model_config()   # the weights must be the file the run recorded
-        config = model_config['model']
-        weights = load_weights(manager.get_model_path(), model_config.get('weights_sha256'))
-    else:
-        d = manager.run_dir/'checkpoints'/(f'state-{state}' if isinstance(state, int) else state)
-        config, weights = read_json(d/'config.json'), load_weights(d/'pytorch_model.bin')['model_state_dict']
-    model = build_model(ModelConfig.from_dict(config))
-    model.load_state_dict(weights, strict=True)
-    return model.eval()
+    if state is None: return SavedModel.read(manager).build()   # the weights must be the file the run recorded
+    name = f'state-{state}' if isinstance(state, int) else state
+    return SavedModel.of_checkpoint(manager.run_dir/'checkpoints'/name).build()   # a state records no checksum
 
 # %% ../../nbs/20_prune.structured.ipynb 31
 class PruningRun(TrainingRun):
@@ -610,6 +604,8 @@ def finish(self) -> dict:
     self.manager.save_predictions(predictions_record(self.bundle, outputs, 'test'))
     self.training_summary = {'pruning_method': self.params.prune, 'final_state': final['label'],
                              'total_epochs_trained': self._epochs_logged, 'best_val_loss': final['val_loss']}
+    self.record_extra = {'pruning': {'method': self.params.prune, 'final_state': final['label'],   # in model/config.json
+                                     'remaining_fraction': final['remaining_fraction'], 'widths': final.get('widths')}}
     return TrainingRun.finish(self)
 
 # %% ../../nbs/20_prune.structured.ipynb 43

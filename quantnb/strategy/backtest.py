@@ -237,10 +237,11 @@ def backtest_run(run: str | Path | TrainingManager,       # a finished classific
                  name: str = 'backtest'                     # results/{name}.json, plots/{name}*.png
                  ) -> BacktestResult:
     "`MLStrategy` over a classification run's test predictions, backtested against buy-and-hold and saved into the run."
+    from quantnb.models.saved import SavedModel
     manager = run if isinstance(run, TrainingManager) else TrainingManager.load_run(run, output_dir)
-    config = manager.load_model_config()
-    if config.get('task') != 'classification':
-        raise ValueError(f'run {manager.run_name} is a {config.get("task")} run; backtest_run trades a classifier '
+    saved = SavedModel.read(manager)   # the run's saved model: its task, bars and labels
+    if saved.task != 'classification':
+        raise ValueError(f'run {manager.run_name} is a {saved.task} run; backtest_run trades a classifier '
                          '(for a regression run use quantnb.strategy.two_stage.run_two_stage(stage1_run=...))')
     record = manager.run_dir/'results'/'predictions.json'
     if not record.exists(): raise FileNotFoundError(f'run {manager.run_name} has no results/predictions.json (status {manager.metadata["status"]})')
@@ -248,8 +249,8 @@ def backtest_run(run: str | Path | TrainingManager,       # a finished classific
     if rec.get('segment') != 'test': raise ValueError(f'predictions of run {manager.run_name} are of segment {rec.get("segment")!r}, not test')
     params = manager.load_config().get('params', {})
     url = resolve_db_url(url or params.get('db_url') or None)
-    nxt = next_day_returns_for(rec['symbols'], rec['dates'], url, config.get('adjust', 'qfq'))
-    labels = direction_labels(nxt, config.get('flat_threshold', 0.005))
+    nxt = next_day_returns_for(rec['symbols'], rec['dates'], url, saved.adjust)
+    labels = direction_labels(nxt, saved.flat_threshold)
     if not np.array_equal(labels, np.asarray(rec['truths'], np.float64)):
         raise ValueError(f'next-day returns from {url!r} do not reproduce the labels of run {manager.run_name}: has the database changed?')
     strategy = MLStrategy.from_logits(rec['predictions'], confidence_threshold)

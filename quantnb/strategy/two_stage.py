@@ -19,7 +19,7 @@ from ..data.db import StockDataLoader, as_date, normalize_symbol, parse_symbols
 from ..data.features import compute_features
 from ..models.core import MLPHead, QuantModel, list_models
 from ..predict import ENGINES, PredictionEngine, run_data_source
-from ..transfer import load_weights
+from ..models.saved import SavedModel, register_builder
 from .backtest import BacktestResult, backtest, save_backtest
 from .core import GRUStrategyNetwork, N_POSITIONS, StrategyLoss, temperature_schedule
 from ..train.evaluate import plot_loss_curves
@@ -29,7 +29,7 @@ from ..train.runs import TrainingManager
 __all__ = ['FEATURE_KINDS', 'StrategyFeatureHead', 'load_stage1', 'compute_stage1_features', 'feature_cache_path',
            'extract_features', 'StrategyData', 'strategy_data', 'cpu_threads', 'evaluate_strategy', 'train_strategy',
            'strategy_positions', 'backtest_strategy', 'TwoStageParams', 'TwoStageRun', 'run_two_stage',
-           'load_strategy_network', 'StrategyEngine']
+           'load_strategy_network', 'StrategySpec', 'build_strategy_network', 'strategy_record', 'StrategyEngine']
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 6
 FEATURE_KINDS = ('pooled', 'head_hidden', 'pooled_price')
@@ -76,7 +76,7 @@ def compute_stage1_features(engine: PredictionEngine, symbols: Sequence[str], st
     head = StrategyFeatureHead(engine.model, kind).eval()
     params = engine.manager.load_config().get('params', {})
     bars = engine.loader.load_many(list(symbols), start_date=params.get('start_date') or None, end_date=end,
-                                   adjust=engine.model_config.get('adjust', 'qfq'))
+                                   adjust=engine.record.adjust)
     names = bars.index.get_level_values(0).to_numpy().astype(str)
     values = engine.normalizer.transform(compute_features(bars, engine.feature_names, dropna=False), names)   # [rows, n_features]
     dates = bars.index.get_level_values(1).to_numpy().astype('datetime64[ns]')
@@ -104,7 +104,7 @@ def _cache_key(manager: TrainingManager, symbols, start, end, kind: str, url: st
            'start': None if start is None else f'{as_date(start, "start")}', 'end': None if end is None else f'{as_date(end, "end")}',
            'data_source': mask_url(url)}
     if end is None: key['last_bar'] = f'{StockDataLoader(url).summary().reindex(key["symbols"]).last_date.max():%Y-%m-%d}'
-    weights = manager.load_model_config().get('weights_sha256')   # recorded by runs that save it
+    weights = manager.saved_model().weights_sha256   # recorded by runs that save it
     if weights: key['weights_sha256'] = weights
     return key
 
@@ -135,7 +135,7 @@ def extract_features(stage1_run: str | Path | TrainingManager,   # a finished st
     "Per-day stage-1 features `[days, d]` indexed by `(symbol, trade_date)`, cached in the stage-1 run's `features/`."
     if kind not in FEATURE_KINDS: raise ValueError(f'feature kind {kind!r}: use one of {FEATURE_KINDS}')
     manager = stage1_run if isinstance(stage1_run, TrainingManager) else TrainingManager.load_run(stage1_run, output_dir)
-    if symbols is None: symbols = manager.load_model_config()['symbols']
+    if symbols is None: symbols = manager.saved_model().symbols
     symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, (str, int)) else symbols)]
     key = _cache_key(manager, symbols, start, end, kind, url)
     path = feature_cache_path(manager, key)
@@ -493,13 +493,12 @@ def plot(self) -> dict:
 def finish(self) -> dict:
     "Save the strategy network with its configuration; status `completed`."
     p, data = self.params, self.data
-    model_config = {'model_type': 'strategy_gru', 'stage1_run': self.stage1.run_name, 'feature_kind': p.feature_kind,
-                    'd_features': int(data.features.shape[1]), 'hidden_size': p.hidden_size, 'n_positions': N_POSITIONS,
-                    'dropout': p.dropout, 'window_days': p.window_days, 'symbols': self.symbols, 'cost_bps': p.cost_bps,
-                    'loss': {'relative_return_weight': p.relative_return_weight, 'risk_cost_weight': p.risk_cost_weight,
-                             'opportunity_cost_weight': p.opportunity_cost_weight},
-                    'feature_mean': data.mean.tolist(), 'feature_std': data.std.tolist(), 'split': self.split.to_dict()}
-    self.manager.save_model(self.network, model_config, {k: v for k, v in self.summary.items() if k != 'history'})
+    loss = {'relative_return_weight': p.relative_return_weight, 'risk_cost_weight': p.risk_cost_weight,
+            'opportunity_cost_weight': p.opportunity_cost_weight}
+    spec = StrategySpec(int(data.features.shape[1]), p.hidden_size, N_POSITIONS, p.dropout, p.window_days,
+                        p.feature_kind, data.mean.tolist(), data.std.tolist(), self.split.to_dict(), loss, p.cost_bps)
+    record = SavedModel('strategy_gru', symbols=self.symbols, stage1_run=self.stage1.run_name, extra=spec.to_dict())
+    self.manager.save_model(self.network, record, {k: v for k, v in self.summary.items() if k != 'history'})
     self.manager.update_status('completed')
     return self.manager.get_summary()
 
@@ -517,28 +516,60 @@ def run_two_stage(**params) -> TwoStageRun:
         run.prepare_data(); run.build_model(); run.train(); run.evaluate(); run.plot(); run.finish()
     return run
 
-def load_strategy_network(run: str | Path | TrainingManager, output_dir: str | Path | None = None) -> tuple[GRUStrategyNetwork, dict]:
-    "A finished stage-2 run's network (evaluation mode) and its `model/config.json`."
-    manager = run if isinstance(run, TrainingManager) else TrainingManager.load_run(run, output_dir)
-    c = manager.load_model_config()
-    if c.get('model_type') != 'strategy_gru': raise ValueError(f'run {manager.run_name} is a {c.get("model_type")} run, not strategy_gru')
-    network = GRUStrategyNetwork(c['d_features'], c['hidden_size'], c['n_positions'], c['dropout'])
-    network.load_state_dict(load_weights(manager.get_model_path(), c.get('weights_sha256')), strict=True)
-    return network.eval(), c
+def load_strategy_network(run: str | Path | TrainingManager,
+                          output_dir: str | Path | None = None) -> tuple[GRUStrategyNetwork, dict]:
+    "A finished stage-2 run's network (weights checked, evaluation mode) and its `model/config.json`."
+    record = strategy_record(run, output_dir)
+    return record.build(), record.to_dict()
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 21
+@dataclasses.dataclass
+class StrategySpec:
+    "A strategy network's part of its saved-model record (`SavedModel.extra`): what rebuilds and feeds it."
+    d_features: int         # stage-1 features per day
+    hidden_size: int
+    n_positions: int
+    dropout: float
+    window_days: int        # days unrolled per decision
+    feature_kind: str       # see FEATURE_KINDS
+    feature_mean: list      # the features' standardisation, from the training days
+    feature_std: list
+    split: dict             # stage 1's split
+    loss: dict              # StrategyLoss weights
+    cost_bps: float
+
+    @classmethod
+    def of(cls, record: SavedModel) -> StrategySpec: return cls(**{k: record.extra[k] for k in cls.__annotations__})
+    def to_dict(self) -> dict: return dataclasses.asdict(self)
+
+@register_builder('strategy_gru')
+def build_strategy_network(record: SavedModel) -> GRUStrategyNetwork:
+    "A freshly initialised strategy network of the widths `record` gives (how `SavedModel.build` makes one)."
+    s = StrategySpec.of(record)
+    return GRUStrategyNetwork(s.d_features, s.hidden_size, s.n_positions, s.dropout)
+
+def strategy_record(run: str | Path | TrainingManager, output_dir: str | Path | None = None) -> SavedModel:
+    "The record of a two-stage run's strategy network; any other run is refused."
+    record = SavedModel.read(run, output_dir)
+    if record.model_type != 'strategy_gru':
+        raise ValueError(f'run {record.run_dir.name} is a {record.model_type} run, not strategy_gru')
+    return record
+
 class StrategyEngine:
     "A finished two-stage run: the strategy's position from the latest bars, beside its stage-1 price forecast."
     def __init__(self, run: str | Path, output_dir: str | Path | None = None, url: str | None = None,
                  device: str = 'cpu'):
         self.manager = TrainingManager.load_run(run, output_dir)
-        self.network, self.model_config = load_strategy_network(self.manager)
-        c = self.model_config
+        self.record = r = strategy_record(self.manager)
+        self.spec, self.network = StrategySpec.of(r), r.build()
         self.url, notes = run_data_source(self.manager, url)
         for note in notes: warnings.warn(note, stacklevel=2)
-        self.stage1 = load_stage1(c['stage1_run'], output_dir=self.manager.output_dir, url=self.url, device=device)
-        self.window_days = c['window_days']
-        self.mean, self.std = np.asarray(c['feature_mean'], np.float32), np.asarray(c['feature_std'], np.float32)
+        self.stage1 = load_stage1(r.stage1_run, output_dir=self.manager.output_dir, url=self.url, device=device)
+        self.window_days = self.spec.window_days
+        self.mean, self.std = (np.asarray(v, np.float32) for v in (self.spec.feature_mean, self.spec.feature_std))
+
+    @property
+    def model_config(self) -> dict: return self.record.to_dict()   # the run's model/config.json
 
     def __repr__(self): return f'StrategyEngine({self.manager.run_name}: strategy_gru on {self.stage1!r})'
 
@@ -553,11 +584,11 @@ class StrategyEngine:
 @patch_to(StrategyEngine)
 def feature_windows(self, symbols: list[str], as_of=None) -> np.ndarray:
     "The last `window_days` days of standardised stage-1 features of each of `symbols`: `[n, window_days, d]`."
-    W, adjust = self.window_days, self.stage1.model_config.get('adjust', 'qfq')
+    W, adjust = self.window_days, self.stage1.record.adjust
     bars = self.stage1.loader.load_many(symbols, end_date=as_of, adjust=adjust)
     last_days = {s: g.index.get_level_values(1)[-W:] for s, g in bars.groupby(level=0, sort=False)}
     features = compute_stage1_features(self.stage1, symbols, start=min(d[0] for d in last_days.values()), end=as_of,
-                                       kind=self.model_config['feature_kind'])
+                                       kind=self.spec.feature_kind)
     xs = []
     for sym in symbols:
         known = sym in features.index.get_level_values(0)

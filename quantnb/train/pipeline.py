@@ -447,23 +447,24 @@ def _plot_reconstruction(self):
 
 @patch_to(TrainingRun)
 def finish(self) -> dict:
-    "Save the final model (best epoch's weights) with its config and training args; status `completed`."
-    b, p = self.bundle, self.params
-    output_size = {'regression': self.model.config.horizon, 'classification': self.model.config.n_classes,
-                   'masked': len(b.feature_names)}[self.model.config.task]
-    model_config = {'model_type': p.model, 'input_size': len(b.feature_names), 'output_size': output_size,
-                    'feature_names': list(b.feature_names), 'feature_set': p.feature_set, 'seq_len': b.seq_len, 'horizon': b.horizon,
-                    'task': p.task, 'flat_threshold': b.flat_threshold, 'adjust': 'qfq', 'symbols': list(b.symbol_names),
-                    'model': self.model.config.to_dict(), 'normalizer': b.normalizer.to_dict()}
+    "Save the final model (best epoch's weights) with its record (`SavedModel`) and training args; status `completed`."
+    from quantnb.models.saved import SavedModel
+    b, p, config, epochs = self.bundle, self.params, self.model.config, self.training_summary['total_epochs_trained']
+    pretraining = None
     if p.task == 'pretrain':
-        steps = self.training_summary['total_epochs_trained'] * -(-len(self.loaders['train']) // p.accumulation_steps)
+        steps = epochs * -(-len(self.loaders['train']) // p.accumulation_steps)
         dates = pd.DatetimeIndex(b.dates)
-        model_config['pretraining'] = {'pretext': p.pretext, 'mask': p.mask, 'mask_ratio': p.mask_ratio, 'mean_span': p.mean_span,
-                                       'mask_token': p.mask_token, 'symbols': list(b.symbol_names), 'epochs': self.training_summary['total_epochs_trained'],
-                                       'optimizer_steps': steps, 'data_range': [f'{dates.min():%Y-%m-%d}', f'{dates.max():%Y-%m-%d}']}
-    if p.pretrained: model_config['pretrained_from'] = p.pretrained
+        pretraining = {'pretext': p.pretext, 'mask': p.mask, 'mask_ratio': p.mask_ratio, 'mean_span': p.mean_span,
+                       'mask_token': p.mask_token, 'symbols': list(b.symbol_names), 'epochs': epochs,
+                       'optimizer_steps': steps, 'data_range': [f'{dates.min():%Y-%m-%d}', f'{dates.max():%Y-%m-%d}']}
+    output_size = {'regression': config.horizon, 'classification': config.n_classes, 'masked': len(b.feature_names)}
+    record = SavedModel(p.model, model=config.to_dict(), task=p.task, feature_names=list(b.feature_names),
+                        feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon, input_size=len(b.feature_names),
+                        output_size=output_size[config.task], label={'flat_threshold': b.flat_threshold},
+                        normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), pretraining=pretraining,
+                        pretrained_from=p.pretrained or None, extra=dict(getattr(self, 'record_extra', None) or {}))
     training_args = {**self.training_summary, 'test_samples': len(b.test)}
-    self.manager.save_model(self.model, model_config, training_args)
+    self.manager.save_model(self.model, record, training_args)
     self.manager.update_status('completed')
     return self.manager.get_summary()
 

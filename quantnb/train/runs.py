@@ -4,19 +4,20 @@
 
 # %% ../../nbs/09_train.runs.ipynb 4
 from __future__ import annotations
-import collections, contextlib, datetime as dt, json, math, os, re, traceback
+import collections, contextlib, dataclasses, datetime as dt, json, math, os, re, traceback
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_file, write_json
+from ..models.saved import CheckpointReadError, SavedModel, load_weights   # noqa: F401 (CheckpointReadError: re-exported)
 
 # %% auto 0
 __all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'now_iso', 'mask_secrets', 'RunNotFoundError',
            'check_run_name', 'RunFileError', 'MissingKeyError', 'RunRecord', 'read_run_json', 'TrainingManager',
-           'CheckpointReadError', 'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner',
-           'versus_baseline', 'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
+           'RunLockedError', 'lower_is_better', 'headline_metrics', 'best_baseline', 'winner', 'versus_baseline',
+           'describe_symbols', 'run_kind', 'runs_table', 'compare_runs']
 
 # %% ../../nbs/09_train.runs.ipynb 5
 STATUSES = ('initialized', 'preparing', 'training', 'completed', 'failed', 'interrupted')
@@ -234,17 +235,7 @@ def _torch_save(obj, path: Path) -> Path:
     with atomic_write(path, 'wb') as f: torch.save(obj, f)
     return path
 
-class CheckpointReadError(ValueError):
-    "A checkpoint file torch cannot read as weights only: truncated, corrupt, or pickling more than tensors."
-
-def _torch_load(path: Path) -> dict:
-    import torch
-    try: return torch.load(path, map_location='cpu', weights_only=True)
-    except FileNotFoundError: raise
-    except Exception as e:   # never retried unsafely: quantnb reads weights only
-        raise CheckpointReadError(f'{path}: truncated, corrupt or not weights only; torch cannot read it '
-                                  f'({type(e).__name__}); delete its checkpoint directory to resume from '
-                                  'the one before') from None
+_RESUME_HINT = 'delete its checkpoint directory to resume from the one before'
 
 @patch_to(TrainingManager)
 def save_checkpoint(self, model, optimizer, epoch: int, metrics: dict,
@@ -278,17 +269,28 @@ def load_checkpoint(self, path: str | Path | None = None) -> dict:
     "A checkpoint's state (default: the latest), loaded with `weights_only=True`."
     path = Path(path) if path else self.latest_checkpoint()
     if path is None: raise FileNotFoundError(f'run {self.run_name} has no checkpoint')
-    return _torch_load(path/'pytorch_model.bin' if path.is_dir() else path)
+    path = path/'pytorch_model.bin' if path.is_dir() else path
+    if not path.exists(): raise FileNotFoundError(f'run {self.run_name}: no checkpoint file {path}')
+    return load_weights(path, hint=_RESUME_HINT)
 
 @patch_to(TrainingManager)
-def save_model(self, model, model_config: dict, training_args: dict) -> Path:
-    "Write the final `model/pytorch_model.bin`, `model/config.json` (with its SHA-256) and `model/training_args.json`."
+def save_model(self, model, record: SavedModel | dict, training_args: dict) -> Path:
+    "Write the final `model/pytorch_model.bin`, its record `model/config.json` (with the SHA-256) and `training_args.json`."
+    record = record if isinstance(record, SavedModel) else SavedModel.from_dict(record)
     path = _torch_save(model.state_dict(), self.run_dir/'model'/'pytorch_model.bin')
-    write_json(self.run_dir/'model'/'config.json', mask_secrets({**model_config, 'weights_sha256': sha256_file(path)}))
+    meta = self.metadata
+    record = dataclasses.replace(record, run_name=record.run_name or self.run_name, weights_sha256=sha256_file(path),
+                                 created_at=record.created_at or meta.get('created_at'))
+    write_json(self.run_dir/'model'/'config.json', mask_secrets(record.to_dict()))
     write_json(self.run_dir/'model'/'training_args.json', mask_secrets(training_args))
     self.update_metadata(model_saved=True, model_path=str(path))
     self.save_training_log(f'model saved to {path}')
     return path
+
+@patch_to(TrainingManager)
+def saved_model(self) -> SavedModel:
+    "The record of the run's final model (`SavedModel.read`); `.build()` rebuilds the model with its weights."
+    return SavedModel.read(self)
 
 # %% ../../nbs/09_train.runs.ipynb 16
 import shutil
@@ -311,7 +313,7 @@ def remove_checkpoints(self, after_epoch: int) -> list[Path]:
 def best_checkpoint_epoch(self) -> int | None:
     "The epoch whose weights `checkpoints/best/` holds (read from the weights file itself), or None."
     path = self.run_dir/'checkpoints'/'best'/'pytorch_model.bin'
-    return _torch_load(path)['epoch'] if path.exists() else None
+    return load_weights(path, hint=_RESUME_HINT)['epoch'] if path.exists() else None
 
 @patch_to(TrainingManager)
 def rebuild_best(self, checkpoint: str | Path) -> Path:
