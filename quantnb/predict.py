@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import torch
 
 from .core import default_db_url, mask_url
-from .data.datasets import DIRECTION_CLASSES, Normalizer
+from .data.datasets import DIRECTION_CLASSES, Normalizer, complete_windows
 from .data.db import StockDataLoader, normalize_symbol
 from .data.features import compute_features
 from .models.saved import SavedModel
@@ -97,7 +97,7 @@ class PredictionEngine:
         xs, rows = [], []
         for sym, f in features.groupby(level='symbol', sort=False):
             window = f.iloc[-self.seq_len:]
-            if len(window) < self.seq_len or not np.isfinite(window.to_numpy()).all():
+            if len(window) < self.seq_len or not complete_windows(window, None, self.seq_len)[-1]:
                 raise ValueError(f'{sym} has too little history before {window.index[-1][1]:%Y-%m-%d} '
                                  f'for a {self.seq_len}-day window of these features')
             xs.append(self.normalizer.transform(window, np.full(len(window), sym)))

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..core import Params, atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
-from ..data.datasets import SEGMENTS, Split
+from ..data.datasets import SEGMENTS, Split, complete_windows
 from ..data.db import StockDataLoader, as_date, normalize_symbol, parse_symbols
 from ..data.features import compute_features
 from ..models.core import MLPHead, QuantModel, list_models
@@ -84,9 +84,8 @@ def compute_stage1_features(engine: PredictionEngine, symbols: Sequence[str], st
     for sym in dict.fromkeys(names):
         rows = np.flatnonzero(names == sym)                                       # one stock's rows, in date order
         v = np.ascontiguousarray(values[rows])
-        bad_before = np.r_[0, np.cumsum(~np.isfinite(v).all(1))]
-        ends = np.arange(L - 1, len(v))
-        ends = ends[(bad_before[ends + 1] - bad_before[ends - L + 1] == 0) & _in_range(dates[rows][ends], start, end)]
+        ends = np.flatnonzero(complete_windows(v, None, L))
+        ends = ends[_in_range(dates[rows][ends], start, end)]
         windows = torch.from_numpy(v).unfold(0, L, 1).transpose(1, 2)             # [rows - L + 1, L, n_features], a view
         starts = torch.from_numpy(ends - (L - 1))
         out = [head(windows[starts[i:i + batch_size]].to(engine.device)).float().cpu() for i in range(0, len(ends), batch_size)]
