@@ -23,16 +23,17 @@ from ..models.transformer import MultiHeadSelfAttention, TransformerBackbone
 from .masks import (Masks, PruningTrainer, apply_masks, global_magnitude_masks, prunable_weights,
                                  random_masks_like, sparsity_summary)
 from ..train.evaluate import evaluate_predictions, predictions_record
-from ..train.pipeline import TrainingRun, TrainParams
+from ..train.params import PRUNE_METHODS, PRUNE_PARAMS, declare_params
+from ..train.pipeline import TrainingRun, TrainParams, register_run
 from ..train.runs import TrainingManager
 from ..models.core import make_loss
 from ..models.saved import SavedModel
 
 # %% auto 0
-__all__ = ['UNIT_KINDS', 'PRUNE_METHODS', 'STRUCTURED', 'UnitSlice', 'UnitGroup', 'unit_groups', 'structured_masks',
-           'remove_units', 'unit_scores', 'top_units', 'uniform_counts', 'random_units', 'refill_selection',
-           'GroupPenalty', 'count_flops', 'cpu_latency', 'PruneParams', 'load_pruned_model', 'PruningRun',
-           'pruning_table', 'plot_pruning', 'run_pruning']
+__all__ = ['UNIT_KINDS', 'STRUCTURED', 'UnitSlice', 'UnitGroup', 'unit_groups', 'structured_masks', 'remove_units', 'unit_scores',
+           'top_units', 'uniform_counts', 'random_units', 'refill_selection', 'GroupPenalty', 'count_flops',
+           'cpu_latency', 'PruneParams', 'load_pruned_model', 'PruningRun', 'pruning_table', 'plot_pruning',
+           'run_pruning']
 
 # %% ../../nbs/20_prune.structured.ipynb 6
 @dataclass(frozen=True)
@@ -285,37 +286,22 @@ def cpu_latency(models: dict[str, nn.Module], x: torch.Tensor, repeat: int = 10,
     return {k: statistics.median(v) for k, v in times.items()}
 
 # %% ../../nbs/20_prune.structured.ipynb 25
-PRUNE_METHODS = ('imp', 'magnitude', 'refill', 'rsst')
 STRUCTURED = ('magnitude', 'refill', 'rsst')
 
-@dataclasses.dataclass
+@declare_params(PRUNE_PARAMS, {'prune': 'imp'})
 class PruneParams(TrainParams):
     "`TrainParams` plus what a pruning run needs."
-    prune: str = 'imp'               # imp (unstructured) | magnitude | refill | rsst (structured, physically smaller)
-    prune_rate: float = 0.2          # share removed per state (see above)
-    prune_states: int = 5            # trained states, the dense state 0 included
-    rewind_epoch: int = 0            # 0: rewind to the initialisation; k: to epoch k of state 0; -1: fine-tune
-    refill_rate: float = 0.0         # refill / rsst: share of the would-be-removed units kept anyway
-    rsst_lambda: float = 10.0        # rsst: final strength of the L2 penalty
-    rsst_exponent: float = 2.0       # rsst: the penalty grows as progress ** exponent
-    prune_units: str = 'all'         # structured: comma-separated heads, ffn, experts, units, head ('all')
-    random_control: str = 'final'    # final | all | none: randomly pruned twins trained the same way
-    latency_batch: int = 256         # windows per forward pass when timing CPU inference
 
 @patch_to(PruneParams)
 def validate(self) -> None:
     "`TrainParams.validate`, then the pruning parameters."
-    TrainParams.validate(self)
-    if self.task not in ('regression', 'classification'): raise ValueError(f'task={self.task!r}: pruning runs train a regression or classification model')
+    TrainParams.validate(self)   # the declared checks (choices, ranges) included
+    if self.task not in ('regression', 'classification'):
+        raise ValueError(f'task={self.task!r}: pruning runs train a regression or classification model')
     if self.prune not in PRUNE_METHODS: raise ValueError(f'prune={self.prune!r}; valid: {", ".join(PRUNE_METHODS)}')
-    if not 0 < self.prune_rate < 1: raise ValueError(f'prune_rate={self.prune_rate} must be between 0 and 1')
-    if self.prune_states < 1: raise ValueError(f'prune_states={self.prune_states} must be at least 1 (state 0 is the dense model)')
     if not -1 <= self.rewind_epoch <= self.epochs:
-        raise ValueError(f'rewind_epoch={self.rewind_epoch}: use 0 (initialisation), 1..epochs={self.epochs} (late rewinding) or -1 (fine-tune)')
-    if not 0 <= self.refill_rate < 1: raise ValueError(f'refill_rate={self.refill_rate} must be in [0, 1)')
-    if self.rsst_lambda < 0 or self.rsst_exponent <= 0: raise ValueError('rsst_lambda must be >= 0 and rsst_exponent > 0')
-    if self.random_control not in ('final', 'all', 'none'): raise ValueError(f"random_control={self.random_control!r}: use 'final', 'all' or 'none'")
-    if self.latency_batch < 1: raise ValueError(f'latency_batch={self.latency_batch} must be at least 1')
+        raise ValueError(f'rewind_epoch={self.rewind_epoch}: use 0 (initialisation), 1..epochs={self.epochs} '
+                         '(late rewinding) or -1 (fine-tune)')
     self.unit_kinds()
     if self.resume: raise ValueError('pruning runs cannot be resumed (yet); start a new run')
 
@@ -324,7 +310,8 @@ def unit_kinds(self) -> tuple[str, ...]:
     "The unit kinds to prune (`prune_units` parsed)."
     kinds = UNIT_KINDS if self.prune_units in ('', 'all') else tuple(k.strip() for k in self.prune_units.split(','))
     bad = set(kinds) - set(UNIT_KINDS)
-    if bad: raise ValueError(f'prune_units={self.prune_units!r}: unknown {sorted(bad)}; valid: all or some of {", ".join(UNIT_KINDS)}')
+    if bad: raise ValueError(f'prune_units={self.prune_units!r}: unknown {sorted(bad)}; '
+                             f'valid: all or some of {", ".join(UNIT_KINDS)}')
     return kinds
 
 # %% ../../nbs/20_prune.structured.ipynb 28
@@ -337,11 +324,15 @@ def load_pruned_model(run: str | Path, state: str | int | None = None,
     return SavedModel.of_checkpoint(manager.run_dir/'checkpoints'/name).build()   # a state records no checksum
 
 # %% ../../nbs/20_prune.structured.ipynb 31
+@register_run('prune', 'prune', bool)
 class PruningRun(TrainingRun):
-    "One pruning experiment: dense state 0, `prune_states - 1` pruned states, random controls, table and plot, in one run."
+    "One pruning experiment: dense state 0, `prune_states - 1` pruned states, random controls, table and plot."
+    params_class = PruneParams
+    description, selected_by = 'a pruning run', 'prune=...'
+
     def __init__(self, params: PruneParams | dict,
-                 pretrained_check: Callable[[QuantModel, str], Any] | None = None):  # extra check of a pretrained init; raises to stop
-        super().__init__(params if isinstance(params, PruneParams) else PruneParams.from_dict(params))
+                 pretrained_check: Callable[[QuantModel, str], Any] | None = None):  # checks a pretrained init; raises
+        super().__init__(params)
         self.pretrained_check = pretrained_check
         self.states: list[dict] = []     # one record per state
         self.controls: list[dict] = []   # one record per random control
@@ -353,16 +344,18 @@ class PruningRun(TrainingRun):
 
 # %% ../../nbs/20_prune.structured.ipynb 33
 def _build_dense_model(self) -> QuantModel:
-    "Create the dense model (seeded; with `pretrained`, verified and loaded by `TrainingRun`); keep the initial weights."
+    "Create the dense model (seeded; `pretrained`: verified and loaded by `TrainingRun`); keep the initial weights."
     p, m = self.params, self.manager
     model = TrainingRun.build_model(self)
     if p.pretrained:
         verification = getattr(self, 'verification', None)   # set by TrainingRun's transfer step
         if self.pretrained_check is not None:
-            self.pretrained_check(model, p.pretrained)         # INTEGRATION POINT: an extra check; raises to stop the run
-            m.save_training_log(f'pretrained initialisation passed {getattr(self.pretrained_check, "__name__", "pretrained_check")}')
+            self.pretrained_check(model, p.pretrained)         # INTEGRATION POINT: an extra check; raises to stop
+            name = getattr(self.pretrained_check, '__name__', 'pretrained_check')
+            m.save_training_log(f'pretrained initialisation passed {name}')
         elif verification is None:
-            raise ValueError(f'pretrained={p.pretrained!r}: a pretrained initialisation must be verified before pruning rewinds to it; '
+            raise ValueError(f'pretrained={p.pretrained!r}: a pretrained initialisation must be verified '
+                             'before pruning rewinds to it; '
                              'pass pretrained_check (quantnb.transfer.verify_pretrained)')
         self.pretrained_verdict = verification.verdict if verification is not None else 'checked by pretrained_check'
     self.device = default_device(p.device or None)
@@ -371,32 +364,38 @@ def _build_dense_model(self) -> QuantModel:
     self.dense_parameters = count_parameters(model)
     if self.structured:
         self.groups = unit_groups(model, p.unit_kinds())
-        if not self.groups: raise ValueError(f'{p.model} has no prunable units of kinds {p.unit_kinds()}; prune="imp" prunes any model')
+        if not self.groups:
+            raise ValueError(f'{p.model} has no prunable units of kinds {p.unit_kinds()}; prune="imp" prunes any model')
     else: self.weight_names = list(prunable_weights(model))
     self.loaders = make_dataloaders(self.bundle, batch_size=p.batch_size, seed=p.seed)
     test = self.bundle.test
     idx = torch.arange(p.latency_batch) % len(test)
     self.timing_x = torch.stack([test[int(i)][0] for i in idx])   # [latency_batch, seq_len, n_features]
-    m.update_metadata(pruning={'method': p.prune, 'prune_rate': p.prune_rate, 'prune_states': p.prune_states, 'rewind_epoch': p.rewind_epoch})
+    m.update_metadata(pruning={'method': p.prune, 'prune_rate': p.prune_rate, 'prune_states': p.prune_states,
+                               'rewind_epoch': p.rewind_epoch})
     return model
 
 PruningRun.build_model = _build_dense_model
 
 # %% ../../nbs/20_prune.structured.ipynb 35
 @patch_to(PruningRun)
-def _fit(self, model: QuantModel, label: str, masks: Masks | None = None, penalty=None, snapshot_epoch: int = 0) -> tuple[PruningTrainer, dict]:
+def _fit(self, model: QuantModel, label: str, masks: Masks | None = None, penalty=None,
+         snapshot_epoch: int = 0) -> tuple[PruningTrainer, dict]:
     p = self.params
     args = p.training_args()
     if penalty is not None:   # the penalty follows a whole schedule, as long as state 0 trained: longer only overfits
-        args = dataclasses.replace(args, patience=None, epochs=min(args.epochs, self.states[0]['epochs'] or args.epochs))
+        args = dataclasses.replace(args, patience=None,
+                                   epochs=min(args.epochs, self.states[0]['epochs'] or args.epochs))
     trainer = PruningTrainer(model, self.loaders['train'], self.loaders['val'], args, None, task=p.task, masks=masks,
                              penalty=penalty, snapshot_epochs=[snapshot_epoch] if snapshot_epoch > 0 else [],
                              restore_best=penalty is None)
     summary = trainer.fit()
     for h in trainer.state['history']:
         self._epochs_logged += 1
-        self.manager.log_metrics(self._epochs_logged, {'state': label, **{k: v for k, v in h.items() if k != 'epoch'}, 'state_epoch': h['epoch']})
-    self.manager.save_training_log(f'{label}: {summary["total_epochs_trained"]} epochs, best val_loss {summary["best_val_loss"]:.6f}')
+        self.manager.log_metrics(self._epochs_logged, {'state': label, **{k: v for k, v in h.items() if k != 'epoch'},
+                                                       'state_epoch': h['epoch']})
+    self.manager.save_training_log(f'{label}: {summary["total_epochs_trained"]} epochs, '
+                                   f'best val_loss {summary["best_val_loss"]:.6f}')
     return trainer, summary
 
 @patch_to(PruningRun)
@@ -429,7 +428,8 @@ def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None 
               'flops': count_flops(model, x1), 'flops_if_sparse': count_flops(model, x1, sparse=True),
               'latency_ms': round(lat['this'] * 1e3, 3), 'latency_ratio': round(lat['this'] / lat['dense'], 4),
               'val_loss': self._val_loss(model), 'epochs': (summary or {}).get('total_epochs_trained'),
-              'test': {k: v for k, v in results['metrics'].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+              'test': {k: v for k, v in results['metrics'].items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}}
     if not self.structured: record['weight_sparsity'] = sparsity_summary(model, masks)
     else:
         record['widths'] = {g.name: g.n_units for g in unit_groups(model, p.unit_kinds())}
@@ -438,8 +438,9 @@ def _record(self, label: str, kind: str, model: QuantModel, masks: Masks | None 
     saved = {'masks': masks} if masks is not None else {}
     if kept is not None: saved['kept_units'] = kept
     self.manager.save_model_state(label, model, record, saved)
+    shown = {k: round(v, 5) for k, v in record['test'].items() if k in ('mae', 'accuracy', 'ic')}
     self.manager.save_training_log(f'{label}: {params - pruned:,} of {self.dense_parameters:,} parameters, '
-                                   f'test {json.dumps({k: round(v, 5) for k, v in record["test"].items() if k in ("mae", "accuracy", "ic")})}')
+                                   f'test {json.dumps(shown)}')
     self.last_results, self.last_outputs = results, outputs
     return record
 
@@ -451,57 +452,84 @@ def _rewind_point(self, trainer: PruningTrainer) -> dict | None:
     if p.rewind_epoch == -1 or p.prune == 'rsst': return None
     if p.rewind_epoch == 0: return self.init_weights
     if p.rewind_epoch in trainer.snapshots: return trainer.snapshots[p.rewind_epoch]
-    self.manager.save_training_log(f'state 0 stopped early, before epoch {p.rewind_epoch}; rewinding to the initialisation', level='WARNING')
+    self.manager.save_training_log(f'state 0 stopped early, before epoch {p.rewind_epoch}; rewinding to the initialisation',
+                                   level='WARNING')
     return self.init_weights
 
 @patch_to(PruningRun)
-def run_states(self) -> list[dict]:
-    "Train the dense state 0, then prune and train `prune_states - 1` times; every state is measured and saved."
-    p, m = self.params, self.manager
-    m.update_status('training')
-    model = self.model
+def train_dense(self) -> dict:
+    "State 0: train the dense model, keep its trained weights and the rewind point; its record."
+    p, model = self.params, self.model
     trainer, summary = self._fit(model, 'state-0', snapshot_epoch=max(p.rewind_epoch, 0))
     self.dense_reference = copy.deepcopy(model).cpu().eval()
     self.dense_trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     self.rewind_weights = self._rewind_point(trainer)
     kept = {g.name: torch.arange(g.n_units) for g in self.groups} if self.structured else None
-    self.states = [self._record('state-0', 'dense', model, summary=summary, kept=kept)]
-    masks = None
-    for k in range(1, p.prune_states):
-        label = f'state-{k}'
-        if p.prune == 'imp':
-            masks = global_magnitude_masks(model, p.prune_rate, masks, names=self.weight_names)
-            if self.rewind_weights is not None: model.load_state_dict(self.rewind_weights)
-            apply_masks(model, masks)
-            trainer, summary = self._fit(model, label, masks=masks)
-            self.selections[k] = masks
-            record = self._record(label, 'imp', model, masks=masks, summary=summary)
-        else:
-            groups = unit_groups(model, p.unit_kinds())
-            if p.prune == 'magnitude': keep = top_units(unit_scores(model, groups), uniform_counts(groups, p.prune_rate))
-            else: keep, _ = refill_selection(model, groups, p.prune_rate, p.refill_rate)
-            kept = {g: kept[g][keep[g]] for g in keep}   # as indices into the dense model
-            extra = {}
-            if p.prune == 'rsst':
-                doomed = {g.name: torch.tensor(sorted(set(range(g.n_units)) - set(keep[g.name].tolist())), dtype=torch.long) for g in groups}
-                penalty = GroupPenalty(model, doomed, groups, p.rsst_lambda, p.rsst_exponent)
-                trainer, summary = self._fit(model, label, penalty=penalty)
-                norms = penalty.unit_norms()
-                kept_norm = unit_scores(model, groups, 'magnitude')
-                model = remove_units(model, keep, groups)
-                extra['rsst'] = {'doomed_norm': round(float(sum(n.pow(2).sum() for n in norms.values()).sqrt()), 6),
-                                 'kept_norm': round(float(sum(kept_norm[g][keep[g]].pow(2).sum() for g in keep).sqrt()), 6),
-                                 'penalty_epochs': summary['total_epochs_trained'],
-                                 'val_loss_before_removal': trainer.state['history'][-1]['val_loss'],   # last epoch: the weights removal starts from
-                                 'val_loss_after_removal': self._val_loss(model)}
-                trainer, recovery = self._fit(model, f'{label} recovery')
-                summary = {**recovery, 'total_epochs_trained': summary['total_epochs_trained'] + recovery['total_epochs_trained']}
-            else:
-                start = self._as_dense_model(self.rewind_weights) if self.rewind_weights is not None else None
-                model = remove_units(start, kept, self.groups) if start is not None else remove_units(model, keep, groups)
-                trainer, summary = self._fit(model, label)
-            self.selections[k] = kept
-            record = self._record(label, p.prune, model, summary=summary, kept=kept, extra=extra)
+    return self._record('state-0', 'dense', model, summary=summary, kept=kept)
+
+# %% ../../nbs/20_prune.structured.ipynb 38
+@patch_to(PruningRun)
+def imp_state(self, k: int, model: QuantModel, masks: Masks | None) -> tuple[QuantModel, Masks, dict]:
+    "State `k` of IMP: a global magnitude round on top of `masks`, rewind, train; the model, masks and record."
+    p = self.params
+    masks = global_magnitude_masks(model, p.prune_rate, masks, names=self.weight_names)
+    if self.rewind_weights is not None: model.load_state_dict(self.rewind_weights)
+    apply_masks(model, masks)
+    trainer, summary = self._fit(model, f'state-{k}', masks=masks)
+    self.selections[k] = masks
+    return model, masks, self._record(f'state-{k}', 'imp', model, masks=masks, summary=summary)
+
+# %% ../../nbs/20_prune.structured.ipynb 39
+@patch_to(PruningRun)
+def rsst_state(self, label: str, model: QuantModel, groups: list[UnitGroup],
+               keep: dict) -> tuple[QuantModel, dict, dict]:
+    "RSST: train with the penalty on the doomed units, remove them, let the smaller model recover."
+    p = self.params
+    doomed = {g.name: torch.tensor(sorted(set(range(g.n_units)) - set(keep[g.name].tolist())), dtype=torch.long)
+              for g in groups}
+    penalty = GroupPenalty(model, doomed, groups, p.rsst_lambda, p.rsst_exponent)
+    trainer, summary = self._fit(model, label, penalty=penalty)
+    norms = penalty.unit_norms()
+    kept_norm = unit_scores(model, groups, 'magnitude')
+    model = remove_units(model, keep, groups)
+    extra = {'doomed_norm': round(float(sum(n.pow(2).sum() for n in norms.values()).sqrt()), 6),
+             'kept_norm': round(float(sum(kept_norm[g][keep[g]].pow(2).sum() for g in keep).sqrt()), 6),
+             'penalty_epochs': summary['total_epochs_trained'],
+             'val_loss_before_removal': trainer.state['history'][-1]['val_loss'],   # the weights removal starts from
+             'val_loss_after_removal': self._val_loss(model)}
+    trainer, recovery = self._fit(model, f'{label} recovery')
+    summary = {**recovery, 'total_epochs_trained': summary['total_epochs_trained'] + recovery['total_epochs_trained']}
+    return model, summary, {'rsst': extra}
+
+# %% ../../nbs/20_prune.structured.ipynb 40
+@patch_to(PruningRun)
+def structured_state(self, k: int, model: QuantModel, kept: dict) -> tuple[QuantModel, dict, dict]:
+    "State `k` of a structured method: choose the units, remove them (RSST: after its penalty), train."
+    p, label = self.params, f'state-{k}'
+    groups = unit_groups(model, p.unit_kinds())
+    if p.prune == 'magnitude': keep = top_units(unit_scores(model, groups), uniform_counts(groups, p.prune_rate))
+    else: keep, _ = refill_selection(model, groups, p.prune_rate, p.refill_rate)
+    kept = {g: kept[g][keep[g]] for g in keep}   # as indices into the dense model
+    extra = {}
+    if p.prune == 'rsst': model, summary, extra = self.rsst_state(label, model, groups, keep)
+    else:
+        start = self._as_dense_model(self.rewind_weights) if self.rewind_weights is not None else None
+        model = remove_units(start, kept, self.groups) if start is not None else remove_units(model, keep, groups)
+        trainer, summary = self._fit(model, label)
+    self.selections[k] = kept
+    return model, kept, self._record(label, p.prune, model, summary=summary, kept=kept, extra=extra)
+
+# %% ../../nbs/20_prune.structured.ipynb 41
+@patch_to(PruningRun)
+def run_states(self) -> list[dict]:
+    "Train the dense state 0, then prune and train `prune_states - 1` times; every state is measured and saved."
+    self.manager.update_status('training')
+    self.states = [self.train_dense()]
+    model, masks = self.model, None
+    kept = {g.name: torch.arange(g.n_units) for g in self.groups} if self.structured else None
+    for k in range(1, self.params.prune_states):
+        if self.params.prune == 'imp': model, masks, record = self.imp_state(k, model, masks)
+        else: model, kept, record = self.structured_state(k, model, kept)
         record['state'] = k
         self.states.append(record)
     self.states[0]['state'] = 0
@@ -515,7 +543,7 @@ def _as_dense_model(self, weights: dict) -> QuantModel:
     dense.load_state_dict(weights, strict=True)
     return dense
 
-# %% ../../nbs/20_prune.structured.ipynb 39
+# %% ../../nbs/20_prune.structured.ipynb 43
 @patch_to(PruningRun)
 def run_controls(self) -> list[dict]:
     "Train randomly pruned twins of the last state (`random_control='final'`) or of every pruned state (`'all'`)."
@@ -540,7 +568,7 @@ def run_controls(self) -> list[dict]:
         self.controls.append(record)
     return self.controls
 
-# %% ../../nbs/20_prune.structured.ipynb 41
+# %% ../../nbs/20_prune.structured.ipynb 45
 def pruning_table(states: list[dict], controls: list[dict] = ()) -> pd.DataFrame:
     "One row per state and control: size, cost, validation loss and the headline test metrics."
     rows = []
@@ -608,7 +636,7 @@ def finish(self) -> dict:
                                      'remaining_fraction': final['remaining_fraction'], 'widths': final.get('widths')}}
     return TrainingRun.finish(self)
 
-# %% ../../nbs/20_prune.structured.ipynb 43
+# %% ../../nbs/20_prune.structured.ipynb 47
 @patch_to(PruningRun)
 def train(self) -> list[dict]:
     "Every pruning state, then the random controls."
@@ -631,7 +659,7 @@ def plot(self) -> dict:
     "The pruning plot (written by `evaluate`)."
     return {'pruning': self.manager.run_dir/'plots'/'pruning.png'}
 
-# %% ../../nbs/20_prune.structured.ipynb 45
+# %% ../../nbs/20_prune.structured.ipynb 49
 def run_pruning(prune: str = 'imp',          # imp | magnitude | refill | rsst
                 prune_rate: float = 0.2,     # share removed per state
                 prune_states: int = 5,       # trained states, dense state 0 included
@@ -641,10 +669,6 @@ def run_pruning(prune: str = 'imp',          # imp | magnitude | refill | rsst
                 pretrained_check: Callable[[QuantModel, str], Any] | None = None,   # extra check of a `pretrained` init (see above)
                 **params) -> PruningRun:
     "Validate all parameters, then train, prune and retrain state by state, train the random controls, and record one run in `out_dir`."
-    run = PruningRun(PruneParams.from_dict({'prune': prune, 'prune_rate': prune_rate, 'prune_states': prune_states,
-                                            'rewind_epoch': rewind_epoch, 'model': model, 'symbols': symbols, 'epochs': epochs,
-                                            'out_dir': out_dir, 'seed': seed, **params}), pretrained_check=pretrained_check)
-    manager = run.start()
-    with manager.failing_on_error():
-        run.prepare_data(); run.build_model(); run.run_states(); run.run_controls(); run.report(); run.finish()
-    return run
+    return PruningRun(PruneParams.from_dict({'prune': prune, 'prune_rate': prune_rate, 'prune_states': prune_states,
+                                             'rewind_epoch': rewind_epoch, 'model': model, 'symbols': symbols, 'epochs': epochs,
+                                             'out_dir': out_dir, 'seed': seed, **params}), pretrained_check=pretrained_check).run_all()

@@ -13,27 +13,27 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..core import Params, atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
+from ..core import atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
 from ..data.datasets import SEGMENTS, Split, complete_windows
-from ..data.db import StockDataLoader, as_date, normalize_symbol, parse_symbols
+from ..data.db import StockDataLoader, as_date, normalize_symbol
 from ..data.features import compute_features
-from ..models.core import MLPHead, QuantModel, list_models
+from ..models.core import MLPHead, QuantModel
 from ..predict import ENGINES, PredictionEngine, run_data_source
 from ..models.saved import SavedModel, register_builder
 from .backtest import BacktestResult, backtest, save_backtest
 from .core import GRUStrategyNetwork, N_POSITIONS, StrategyLoss, temperature_schedule
 from ..train.evaluate import plot_loss_curves
 from ..train.runs import TrainingManager
+from ..train.params import FEATURE_KINDS, TWO_STAGE_DEFAULTS, TWO_STAGE_PARAMS, RunParams, declare_params
+from ..train.pipeline import Run, register_run, run_training
 
 # %% auto 0
-__all__ = ['FEATURE_KINDS', 'StrategyFeatureHead', 'load_stage1', 'compute_stage1_features', 'feature_cache_path',
-           'extract_features', 'StrategyData', 'strategy_data', 'cpu_threads', 'evaluate_strategy', 'train_strategy',
-           'strategy_positions', 'backtest_strategy', 'TwoStageParams', 'TwoStageRun', 'run_two_stage',
-           'load_strategy_network', 'StrategySpec', 'build_strategy_network', 'strategy_record', 'StrategyEngine']
+__all__ = ['StrategyFeatureHead', 'load_stage1', 'compute_stage1_features', 'feature_cache_path', 'extract_features',
+           'StrategyData', 'strategy_data', 'cpu_threads', 'evaluate_strategy', 'train_strategy', 'strategy_positions',
+           'backtest_strategy', 'TwoStageParams', 'TwoStageRun', 'run_two_stage', 'load_strategy_network',
+           'StrategySpec', 'build_strategy_network', 'strategy_record', 'StrategyEngine']
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 6
-FEATURE_KINDS = ('pooled', 'head_hidden', 'pooled_price')
-
 class StrategyFeatureHead(nn.Module):
     "Per-window strategy features read out of a trained price model (no parameters of its own): `pooled`, `head_hidden` or `pooled_price`."
     def __init__(self, model: QuantModel, kind: str = 'pooled'):
@@ -321,74 +321,23 @@ def backtest_strategy(network: GRUStrategyNetwork, data: StrategyData, cost_bps:
     return backtest(frame, cost_bps)
 
 # %% ../../nbs/18_strategy.two_stage.ipynb 17
-@dataclasses.dataclass
-class TwoStageParams(Params):
-    symbols: str = '600519'                    # comma-separated codes ('' with stage1_run: that run's symbols)
-    out_dir: str = 'out'
-    stage1_run: str = ''                       # a finished regression run to reuse ('' : train stage 1 first)
-    db_url: str = ''                           # '' : $QUANTNB_DB_URL, else the embedded sample
-    run_name: str = ''                         # stage 2's run name ('' : {symbol}_strategy_gru_{timestamp})
-    seed: int = 42
-    device: str = ''
-    progress: bool = False
-    # stage 1: a normal training run of the price transformer
-    model: str = 'enhanced_transformer'
-    preset: str = ''
-    model_kwargs: str = '{}'                   # JSON of backbone options, e.g. '{"d_model": 64}'
-    feature_set: str = 'basic11'
-    seq_len: int = 180
-    horizon: int = 7
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    patience: int = 5
-    start_date: str = ''
-    end_date: str = ''
-    # the bridge
-    feature_kind: str = 'pooled'               # pooled | head_hidden | pooled_price
-    # stage 2: the strategy network
-    window_days: int = 20
-    hidden_size: int = 64
-    dropout: float = 0.1
-    strategy_epochs: int = 30
-    strategy_batch_size: int = 64
-    strategy_lr: float = 1e-3
-    strategy_patience: int = 10                # 0: no early stopping
-    temperature_start: float = 1.0
-    temperature_end: float = 0.2
-    hard: bool = True                          # straight-through Gumbel-softmax samples
-    cost_bps: float = 10.0                     # per unit of position change, in training and backtest
-    relative_return_weight: float = 1.0
-    risk_cost_weight: float = 0.5
-    opportunity_cost_weight: float = 0.1
+@declare_params(TWO_STAGE_PARAMS, TWO_STAGE_DEFAULTS)
+class TwoStageParams(RunParams):
+    "A two-stage run: the run parameters (`model` is stage 1's) and stage 2's."
 
-    def __post_init__(self):
-        self.coerce(skip=('symbols',))
-        self.symbols = ','.join(self.symbol_list())
-        self.validate()
+@patch_to(TwoStageParams)
+def validate(self) -> None:
+    "The declared checks, then symbols (unless stage 1 is reused), the password and `model_kwargs`."
+    self.check_declared()
+    if not self.stage1_run and not self.symbol_list():
+        raise ValueError('symbols is empty; give codes like 600519 or 600519,000001')
+    if self.db_url and mask_url(self.db_url) != self.db_url:
+        raise ValueError('db_url carries a password, which would be written into out/; '
+                         'set QUANTNB_DB_URL in the environment instead')
+    try: json.loads(self.model_kwargs or '{}')
+    except json.JSONDecodeError as e: raise ValueError(f'model_kwargs={self.model_kwargs!r} is not JSON: {e}') from None
 
-    def symbol_list(self) -> list[str]: return parse_symbols(self.symbols)
-
-    def validate(self) -> None:
-        "Raise `ValueError` naming the first bad parameter."
-        if not self.stage1_run:
-            if self.model not in list_models(): raise ValueError(f'model={self.model!r} is not a model; valid: {", ".join(list_models())}')
-            if not self.symbol_list(): raise ValueError('symbols is empty; give codes like 600519 or 600519,000001')
-        if self.feature_kind not in FEATURE_KINDS: raise ValueError(f'feature_kind={self.feature_kind!r}: use one of {FEATURE_KINDS}')
-        for name in ('seq_len', 'horizon', 'epochs', 'batch_size', 'hidden_size', 'strategy_epochs', 'strategy_batch_size'):
-            if getattr(self, name) < 1: raise ValueError(f'{name}={getattr(self, name)} must be at least 1')
-        if self.window_days < 2: raise ValueError(f'window_days={self.window_days} must be at least 2')
-        for name in ('lr', 'strategy_lr', 'temperature_start', 'temperature_end'):
-            if getattr(self, name) <= 0: raise ValueError(f'{name}={getattr(self, name)} must be positive')
-        for name in ('cost_bps', 'relative_return_weight', 'risk_cost_weight', 'opportunity_cost_weight', 'strategy_patience', 'patience'):
-            if getattr(self, name) < 0: raise ValueError(f'{name}={getattr(self, name)} must not be negative')
-        if not 0 <= self.dropout < 1: raise ValueError(f'dropout={self.dropout} must lie in [0, 1)')
-        if self.db_url and mask_url(self.db_url) != self.db_url:
-            raise ValueError('db_url carries a password, which would be written into out/; set QUANTNB_DB_URL in the environment instead')
-        try: json.loads(self.model_kwargs or '{}')
-        except json.JSONDecodeError as e: raise ValueError(f'model_kwargs={self.model_kwargs!r} is not JSON: {e}') from None
-
-# %% ../../nbs/18_strategy.two_stage.ipynb 19
+# %% ../../nbs/18_strategy.two_stage.ipynb 20
 def _stage1(p: TwoStageParams) -> TrainingManager:
     "Train the price transformer as a normal run, or open the finished regression run `p.stage1_run`."
     if p.stage1_run:
@@ -396,38 +345,41 @@ def _stage1(p: TwoStageParams) -> TrainingManager:
         if manager.metadata.get('status') != 'completed': raise ValueError(f'stage-1 run {manager.run_name} is {manager.metadata.get("status")!r}, not completed')
         if manager.load_model_config().get('task') != 'regression': raise ValueError(f'stage-1 run {manager.run_name} is not a regression (price) run')
         return manager
-    from quantnb.train.pipeline import run_training
-    run = run_training(model=p.model, task='regression', symbols=p.symbols, db_url=p.db_url, feature_set=p.feature_set, seq_len=p.seq_len,
-                       horizon=p.horizon, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, preset=p.preset, model_kwargs=p.model_kwargs,
-                       patience=p.patience, seed=p.seed, out_dir=p.out_dir, start_date=p.start_date, end_date=p.end_date,
-                       device=p.device, progress=p.progress, run_name=f'{p.run_name}_stage1' if p.run_name else '')
+    shared = {k: getattr(p, k) for k in RunParams.declared}   # the run parameters mean the same in stage 1
+    run = run_training(**{**shared, 'run_name': f'{p.run_name}_stage1' if p.run_name else ''}, task='regression')
     return run.manager
 
-class TwoStageRun:
-    "Stage 1 (trained or reused), frozen features, stage 2 on train/val, backtest on test; stage 2 recorded as a `strategy_gru` run."
+# %% ../../nbs/18_strategy.two_stage.ipynb 22
+@register_run('two_stage', 'model', lambda v: v == 'two_stage')
+class TwoStageRun(Run):
+    "Stage 1 (trained or reused), frozen features, stage 2 on train/val, backtest on test; a `strategy_gru` run."
+    params_class = TwoStageParams
+    description, selected_by = 'a two-stage run', 'model=two_stage'
+    model_type = 'strategy_gru'
+
     def __init__(self, params: TwoStageParams | dict):
-        self.params = params if isinstance(params, TwoStageParams) else TwoStageParams.from_dict(params)
-        self.stage1 = self.manager = self.network = self.data = self.backtest = self.summary = None
-        self.resuming = False
+        super().__init__(params)
+        self.stage1 = self.network = self.data = self.backtest = self.summary = None
 
     def __repr__(self):
-        return f'TwoStageRun(stage1={self.stage1.run_name if self.stage1 else None}, stage2={self.manager.run_name if self.manager else None})'
+        return (f'TwoStageRun(stage1={self.stage1.run_name if self.stage1 else None}, '
+                f'stage2={self.manager.run_name if self.manager else None})')
 
-@patch_to(TwoStageRun)
-def start(self) -> TrainingManager:
-    "Create (or open the reserved) stage-2 run directory and record the configuration; status `preparing`."
-    p = self.params
-    if p.stage1_run: self.stage1 = _stage1(p)   # a reused stage 1 is checked before anything is created
-    symbols = p.symbol_list() or list(self.stage1.load_model_config()['symbols'])
-    self.symbols, self.url = symbols, resolve_db_url(p.db_url or None)
-    self.manager = (TrainingManager.open_reserved(p.run_name, p.out_dir) or   # reserved by `quantnb train`
-                    TrainingManager(symbols[0] if len(symbols) == 1 else symbols, 'strategy_gru', p.out_dir,
-                                    run_name=p.run_name or None, data_source=mask_url(self.url)))
-    self.manager.fail_on_exception()
-    self.manager.save_config({'params': p.to_dict(), 'symbols': symbols})
-    self.manager.update_status('preparing')
-    return self.manager
+    def check_inputs(self, epochs_given: bool | None = None) -> None:
+        "A reused stage 1 is opened and checked, and the symbols are stored, before anything is created."
+        if self.params.stage1_run: self.stage1 = _stage1(self.params)
+        Run.check_inputs(self)
 
+    def run_symbols(self) -> list[str]:
+        "The symbols, else the reused stage 1's."
+        return self.params.symbol_list() or list(self.stage1.load_model_config()['symbols'])
+
+    def record_start(self) -> None:
+        "The parameters and symbols in `config.json`."
+        self.symbols, self.url = self.run_symbols(), resolve_db_url(self.params.db_url or None)
+        self.manager.save_config({'params': self.params.to_dict(), 'symbols': self.symbols})
+
+# %% ../../nbs/18_strategy.two_stage.ipynb 24
 @patch_to(TwoStageRun)
 def prepare_data(self) -> StrategyData:
     "Train or reuse stage 1, extract (and cache) its frozen features, build stage 2's windows on stage 1's split."
@@ -435,15 +387,19 @@ def prepare_data(self) -> StrategyData:
     if self.stage1 is None: self.stage1 = _stage1(p)   # trains the price model as its own run
     s1_config, s1_params = self.stage1.load_model_config(), self.stage1.load_config().get('params', {})
     self.url = resolve_db_url(p.db_url or s1_params.get('db_url') or None)
-    m.save_training_log(f'stage 1: run {self.stage1.run_name} ({s1_config.get("model_type")}, {s1_config.get("seq_len")}-day windows)')
+    m.save_training_log(f'stage 1: run {self.stage1.run_name} ({s1_config.get("model_type")}, '
+                        f'{s1_config.get("seq_len")}-day windows)')
     features = extract_features(self.stage1, self.symbols, kind=p.feature_kind, end=s1_params.get('end_date') or None,
                                 url=self.url, device=p.device or 'cpu')
     self.split = Split.from_dict(self.stage1.load_config()['data']['split'])
-    self.data = strategy_data(features, self.split, p.window_days, self.url, s1_config.get('adjust', 'qfq'), end=s1_params.get('end_date') or None)
+    self.data = strategy_data(features, self.split, p.window_days, self.url, s1_config.get('adjust', 'qfq'),
+                              end=s1_params.get('end_date') or None)
     m.save_config({'params': p.to_dict(), 'stage1_run': self.stage1.run_name, 'stage1_model': s1_config.get('model_type'),
-                   'stage1_seq_len': s1_config.get('seq_len'), 'symbols': self.symbols, 'split': self.split.to_dict(), 'data': self.data.describe()})
+                   'stage1_seq_len': s1_config.get('seq_len'), 'symbols': self.symbols, 'split': self.split.to_dict(),
+                   'data': self.data.describe()})
     return self.data
 
+# %% ../../nbs/18_strategy.two_stage.ipynb 25
 @patch_to(TwoStageRun)
 def build_model(self) -> GRUStrategyNetwork:
     "The strategy network (seeded) and its loss."
@@ -458,19 +414,23 @@ def train(self) -> dict:
     "Train stage 2 on the training windows, choosing the epoch on validation windows (never the test split)."
     p = self.params
     self.manager.update_status('training')
-    self.summary = train_strategy(self.network, self.data, self.loss_fn, epochs=p.strategy_epochs, batch_size=p.strategy_batch_size,
-                                  lr=p.strategy_lr, temperature_start=p.temperature_start, temperature_end=p.temperature_end, hard=p.hard,
-                                  patience=p.strategy_patience or None, seed=p.seed, device=p.device or None, manager=self.manager)
+    self.summary = train_strategy(self.network, self.data, self.loss_fn, epochs=p.strategy_epochs,
+                                  batch_size=p.strategy_batch_size, lr=p.strategy_lr,
+                                  temperature_start=p.temperature_start, temperature_end=p.temperature_end, hard=p.hard,
+                                  patience=p.strategy_patience or None, seed=p.seed, device=p.device or None,
+                                  manager=self.manager)
     self.network.cpu()
     return self.summary
 
+# %% ../../nbs/18_strategy.two_stage.ipynb 26
 @patch_to(TwoStageRun)
 def evaluate(self) -> BacktestResult:
     "Backtest the test split against buy-and-hold; save `results/backtest.json` and the headline metrics."
     self.backtest = backtest_strategy(self.network, self.data, self.params.cost_bps)
     save_backtest(self.manager, self.backtest, strategy='two_stage', stage1_run=self.stage1.run_name, segment='test')
     self.manager.save_evaluation_results({'segment': 'test', 'test_days': int(self.data.test_day.sum()),
-                                          'metrics': {k: v for k, v in self.backtest.metrics.items() if isinstance(v, (int, float))},
+                                          'metrics': {k: v for k, v in self.backtest.metrics.items()
+                                                      if isinstance(v, (int, float))},
                                           'buy_and_hold': self.backtest.metrics['buy_and_hold'],
                                           **{k: v for k, v in self.backtest.metrics.items() if k == 'note'}})
     return self.backtest
@@ -488,6 +448,7 @@ def plot(self) -> dict:
     self.manager.save_figure(fig, 'loss_curves'); plt.close(fig)
     return {p.stem: p for p in sorted((self.manager.run_dir/'plots').glob('*.png'))}
 
+# %% ../../nbs/18_strategy.two_stage.ipynb 27
 @patch_to(TwoStageRun)
 def finish(self) -> dict:
     "Save the strategy network with its configuration; status `completed`."
@@ -501,27 +462,20 @@ def finish(self) -> dict:
     self.manager.update_status('completed')
     return self.manager.get_summary()
 
-@patch_to(TwoStageRun)
-def save_notebook(self, path=None):
-    "Copy the executed notebook into the stage-2 run (as `TrainingRun.save_notebook`)."
-    from quantnb.train.pipeline import TrainingRun
-    return TrainingRun.save_notebook(self, path)
 
+# %% ../../nbs/18_strategy.two_stage.ipynb 28
 def run_two_stage(**params) -> TwoStageRun:
     "All steps of a two-stage run; keywords: `TwoStageParams`. A failure marks the stage-2 run `failed` and re-raises."
-    run = TwoStageRun(TwoStageParams.from_dict(params))
-    manager = run.start()
-    with manager.failing_on_error():
-        run.prepare_data(); run.build_model(); run.train(); run.evaluate(); run.plot(); run.finish()
-    return run
+    return TwoStageRun(TwoStageParams.from_dict(params)).run_all()
 
+# %% ../../nbs/18_strategy.two_stage.ipynb 29
 def load_strategy_network(run: str | Path | TrainingManager,
                           output_dir: str | Path | None = None) -> tuple[GRUStrategyNetwork, dict]:
     "A finished stage-2 run's network (weights checked, evaluation mode) and its `model/config.json`."
     record = strategy_record(run, output_dir)
     return record.build(), record.to_dict()
 
-# %% ../../nbs/18_strategy.two_stage.ipynb 21
+# %% ../../nbs/18_strategy.two_stage.ipynb 31
 @dataclasses.dataclass
 class StrategySpec:
     "A strategy network's part of its saved-model record (`SavedModel.extra`): what rebuilds and feeds it."
@@ -579,7 +533,7 @@ class StrategyEngine:
         "`symbols` (default: the run's), warning about any the strategy never saw in training."
         return PredictionEngine.symbols(self, symbols)
 
-# %% ../../nbs/18_strategy.two_stage.ipynb 22
+# %% ../../nbs/18_strategy.two_stage.ipynb 32
 @patch_to(StrategyEngine)
 def feature_windows(self, symbols: list[str], as_of=None) -> np.ndarray:
     "The last `window_days` days of standardised stage-1 features of each of `symbols`: `[n, window_days, d]`."
