@@ -416,6 +416,7 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
     for w in result.warnings: log.warning('%s: %s', path, w)
     return result
 
+# %% ../../nbs/02_data.importer.ipynb 46
 def import_file(path: str | Path, url: str | Engine | None = None, replace: bool = False,
                 chunk_rows: int = CHUNK_ROWS) -> FileImport:
     "Validate one kline or stock-list file and write it in a single transaction; raises on bad input or changed bars."
@@ -429,7 +430,7 @@ def import_file(path: str | Path, url: str | Engine | None = None, replace: bool
         return FileImport(path, 'stock_basic', len(df), len(df) - stored, sorted(df['symbol'].unique()))
     with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows)
 
-# %% ../../nbs/02_data.importer.ipynb 47
+# %% ../../nbs/02_data.importer.ipynb 49
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -452,7 +453,7 @@ def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
             results.append(FileImport(path, error=f'{path}: {mask_url(e)}'))
     return results
 
-# %% ../../nbs/02_data.importer.ipynb 49
+# %% ../../nbs/02_data.importer.ipynb 51
 def sample_files() -> list[Path]:
     "The bundled sample: the stock list first, then one vendor file per stock."
     return [SAMPLE_DIR/'stock_basic.csv.gz'] + sorted(SAMPLE_DIR.glob('s[hz]*.csv.gz'))

@@ -285,7 +285,7 @@ def restore_best(self) -> dict | None:
     self._log(f'best/ held epoch {found} but the best epoch is {epoch}: rebuilt it from checkpoint-{epoch}', 'WARNING')
     return m.load_checkpoint(source)['model_state_dict']
 
-# %% ../../nbs/10_train.trainer.ipynb 30
+# %% ../../nbs/10_train.trainer.ipynb 31
 @patch_to(Trainer)
 def _resume(self, resume: bool | str | Path) -> int:
     if self.manager is None or self.manager.latest_checkpoint() is None:
@@ -311,7 +311,7 @@ def _end_epoch(self, metrics: dict, improved: bool) -> None:
                                      is_best=improved)
         if args.keep_checkpoints: self.manager.prune_checkpoints(args.keep_checkpoints)
 
-# %% ../../nbs/10_train.trainer.ipynb 33
+# %% ../../nbs/10_train.trainer.ipynb 34
 @patch_to(Trainer)
 def fit(self, resume: bool | str | Path = False) -> dict:
     "Train up to `epochs`, stopping early on a stalled validation loss; `resume`: True (latest checkpoint) or a path."
