@@ -105,6 +105,7 @@ def atomic_write(path: str | Path, mode: str = 'w', encoding: str | None = 'utf-
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
 
+# %% ../nbs/00_core.ipynb 18
 def write_json(path: str | Path, obj: Any) -> Path:
     "Write `obj` as indented UTF-8 JSON to `path`, atomically; NaN and infinities become `null` (strict JSON)."
     with atomic_write(path) as f:
@@ -114,13 +115,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def read_json(path: str | Path) -> Any:
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
-
-def sha256_file(path: str | Path) -> str:
-    "Hex SHA-256 of a file (weights files record theirs, so a swapped file is caught)."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
 
 def _finite(o):
     "`o` with every non-finite float replaced by `None` (`NaN` is not JSON: JavaScript and `jq` reject it)."
@@ -136,7 +130,15 @@ def _json_default(o):   # floats and arrays were converted by `_finite`
     if hasattr(o, 'isoformat'): return o.isoformat()
     raise TypeError(f'{type(o).__name__} is not JSON serialisable')
 
-# %% ../nbs/00_core.ipynb 18
+# %% ../nbs/00_core.ipynb 21
+def sha256_file(path: str | Path) -> str:
+    "Hex SHA-256 of a file (weights files record theirs, so a swapped file is caught)."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
+    return h.hexdigest()
+
+# %% ../nbs/00_core.ipynb 24
 def patch_to(cls):
     "Decorator: attach the decorated function to `cls` as a method; the module's own binding of the name is kept."
     def attach(fn):
@@ -145,7 +147,7 @@ def patch_to(cls):
         return fn.__globals__.get(fn.__name__)   # the name's earlier module binding, not the method
     return attach
 
-# %% ../nbs/00_core.ipynb 23
+# %% ../nbs/00_core.ipynb 29
 class Params:
     "Base of a run's parameter dataclass: `from_dict` refusing unknown names, `coerce` to declared types, `to_dict`."
     @classmethod
@@ -177,7 +179,7 @@ class Params:
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
-# %% ../nbs/00_core.ipynb 26
+# %% ../nbs/00_core.ipynb 32
 def set_seed(seed: int, deterministic: bool = True) -> int:
     "Seed `random`, NumPy and PyTorch (all devices); optionally ask torch for deterministic kernels."
     import torch
@@ -198,7 +200,7 @@ def default_device(device: str | None = None):
     if mps is not None and mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-# %% ../nbs/00_core.ipynb 29
+# %% ../nbs/00_core.ipynb 35
 import configparser
 
 _CONNECTION_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]{0,63}')
@@ -237,7 +239,7 @@ def save_connection(name: str, url: str) -> Path:
         cfg.write(f)
     return path
 
-# %% ../nbs/00_core.ipynb 32
+# %% ../nbs/00_core.ipynb 38
 def scrub_file(path: str | Path) -> bool:
     "Rewrite `path` with every URL password masked; whether anything changed."
     path = Path(path)

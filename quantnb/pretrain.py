@@ -87,6 +87,7 @@ def masked_head(d_in: int, config: ModelConfig, hidden: int | None = None, mask_
     "Masked value modelling: reconstruct every feature of every day (scored on hidden days only)."
     return MaskedReconstructionHead(d_in, config.n_features, hidden, mask_token)
 
+# %% ../nbs/12_pretrain.ipynb 14
 class MaskedPretrainer(QuantModel):
     "A backbone with a reconstruction head; input and output are packed samples `[batch, seq_len, n_features + 1]`."
     def forward(self, packed: torch.Tensor) -> torch.Tensor:
@@ -108,7 +109,7 @@ class MaskedMSELoss(nn.Module):
         if not mask.any(): return reconstructed.sum() * 0.0
         return ((reconstructed - x)[mask] ** 2).mean()
 
-# %% ../nbs/12_pretrain.ipynb 13
+# %% ../nbs/12_pretrain.ipynb 17
 def neighbour_fill(packed: torch.Tensor) -> torch.Tensor:
     "Each hidden day filled with the mean of the nearest visible day before and after it (whichever exist)."
     x, mask = unpack(packed)

@@ -133,6 +133,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur.close()
     return engine
 
+# %% ../../nbs/01_data.db.ipynb 20
 def describe_db_error(error: BaseException, url: str | None = None) -> str:
     "One line for a database error: the driver's message without the SQL, the URL masked."
     orig = getattr(error, 'orig', None) or error
@@ -143,6 +144,7 @@ def describe_db_error(error: BaseException, url: str | None = None) -> str:
                 '(or raise $QUANTNB_SQLITE_TIMEOUT)')
     return f'{mask_url(url) + ": " if url else ""}{text}'
 
+# %% ../../nbs/01_data.db.ipynb 23
 @atexit.register
 def _dispose_engines():   # a clean close lets SQLite fold its write-ahead log back into the file and remove it
     for engine in _engines.values(): engine.dispose()
@@ -168,6 +170,7 @@ def init_db(url: str | Engine | None = None) -> Engine:
     metadata.create_all(engine, checkfirst=True)
     return engine
 
+# %% ../../nbs/01_data.db.ipynb 26
 @contextlib.contextmanager
 def _file_lock(path: Path):
     try: import fcntl
@@ -204,7 +207,7 @@ def _ensure_default_database(path: Path):
             os.replace(tmp, path)
         finally: tmp.unlink(missing_ok=True)
 
-# %% ../../nbs/01_data.db.ipynb 21
+# %% ../../nbs/01_data.db.ipynb 31
 def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str]):
     keys = [c.name for c in table.primary_key.columns]
     updates = [c for c in columns if c not in keys]
@@ -243,7 +246,7 @@ def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows
     for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
     return len(records)
 
-# %% ../../nbs/01_data.db.ipynb 23
+# %% ../../nbs/01_data.db.ipynb 33
 def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     "How many rows of `df` have a primary key already stored in `table` (`df` holds the key columns)."
     keys = [c.name for c in table.primary_key.columns]
@@ -256,7 +259,7 @@ def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     if 'trade_date' in keys: stored['trade_date'] = as_datetime64(stored['trade_date'])
     return len(df[keys].merge(stored, on=keys))
 
-# %% ../../nbs/01_data.db.ipynb 25
+# %% ../../nbs/01_data.db.ipynb 35
 def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     "`df`'s bars with `status` (new/changed/unchanged), `changed` (column names) and `stored_<col>` values."
     t = stock_kline_data
@@ -281,7 +284,7 @@ def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | 
     out.loc[changed, 'changed'] = [','.join(np.array(columns)[row]) for row in diff[changed]]
     return out
 
-# %% ../../nbs/01_data.db.ipynb 27
+# %% ../../nbs/01_data.db.ipynb 37
 ADJUSTMENTS = ('qfq', 'hfq', None)
 
 def _check_adjust(adjust):
@@ -311,7 +314,7 @@ def adjust_prices(df: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
     out['adj_factor'] = factor
     return out
 
-# %% ../../nbs/01_data.db.ipynb 30
+# %% ../../nbs/01_data.db.ipynb 40
 class UnknownSymbolError(LookupError):
     "A requested symbol has no rows in `stock_kline_data`."
 
@@ -321,7 +324,7 @@ class EmptyRangeError(LookupError):
 class DatabaseNotInitialisedError(RuntimeError):
     "The database has no quantnb tables."
 
-# %% ../../nbs/01_data.db.ipynb 32
+# %% ../../nbs/01_data.db.ipynb 42
 class StockDataLoader:
     "Read daily bars and stock information from a quantnb database (default: the embedded SQLite sample)."
     def __init__(self, url: str | None = None):
@@ -340,7 +343,7 @@ class StockDataLoader:
             self._checked = True
         return self.engine.connect()
 
-# %% ../../nbs/01_data.db.ipynb 36
+# %% ../../nbs/01_data.db.ipynb 46
 @patch_to(StockDataLoader)
 def list_symbols(self) -> list[str]:
     "Symbols that have daily bars, sorted."
@@ -371,7 +374,7 @@ def summary(self) -> pd.DataFrame:
     for c in ('first_date', 'last_date'): df[c] = as_datetime64(df[c])
     return df.set_index('symbol')
 
-# %% ../../nbs/01_data.db.ipynb 39
+# %% ../../nbs/01_data.db.ipynb 49
 def _as_list(symbols) -> list:
     return [symbols] if isinstance(symbols, (str, int)) else list(symbols)
 
@@ -394,7 +397,7 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
 
-# %% ../../nbs/01_data.db.ipynb 42
+# %% ../../nbs/01_data.db.ipynb 52
 @patch_to(StockDataLoader)
 def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     "Adjustment factors of `df`'s rows, computed over each symbol's whole stored history."
@@ -410,7 +413,7 @@ def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     inside = full.dropna(subset=['_row'])
     return inside['factor'].to_numpy()[np.argsort(inside['_row'].to_numpy())]
 
-# %% ../../nbs/01_data.db.ipynb 45
+# %% ../../nbs/01_data.db.ipynb 55
 @patch_to(StockDataLoader)
 def _raise_missing(self, conn, symbols, found, start, end):
     t = stock_kline_data
@@ -426,7 +429,7 @@ def _raise_missing(self, conn, symbols, found, start, end):
     raise EmptyRangeError(f'{s} has no bars between {start or "the beginning"} and {end or "the end"}; '
                           f'stored range is {stored[s][0]}..{stored[s][1]}')
 
-# %% ../../nbs/01_data.db.ipynb 48
+# %% ../../nbs/01_data.db.ipynb 58
 @patch_to(StockDataLoader)
 def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_date=None,
               adjust: str | None = 'qfq') -> pd.DataFrame:
@@ -453,7 +456,7 @@ def load_kline_data(self, symbol: str, start_date=None, end_date=None, adjust: s
     df.attrs.update(symbol=normalize_symbol(symbol))
     return df
 
-# %% ../../nbs/01_data.db.ipynb 57
+# %% ../../nbs/01_data.db.ipynb 67
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 
@@ -484,6 +487,7 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
                             detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
     return out
 
+# %% ../../nbs/01_data.db.ipynb 71
 def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
                     jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
     "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."

@@ -78,6 +78,15 @@ def per_layer(option: str, value: int | list[int], n_layers: int) -> list[int]:
                                'one per layer')
     return values
 
+# %% ../../nbs/05_models.core.ipynb 13
+def _plain(obj):
+    "`obj` with tuples turned into lists, so a config equals itself after a trip through JSON."
+    if isinstance(obj, dict): return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [_plain(v) for v in obj]
+    if isinstance(obj, (bool, int, float, str)) or obj is None: return obj
+    if hasattr(obj, 'item') and getattr(obj, 'ndim', None) == 0: return obj.item()  # NumPy / torch scalars
+    raise ModelConfigError(f'option value {obj!r} ({type(obj).__name__}) cannot be stored in a JSON config')
+
 @dataclass
 class _Entry:
     name: str
@@ -105,6 +114,7 @@ class _Entry:
                                        f'valid options: {", ".join(defaults)}')
         return _plain({**defaults, **(self.presets[preset] if preset else {}), **options})
 
+# %% ../../nbs/05_models.core.ipynb 16
 BACKBONES: dict[str, _Entry] = {}
 HEADS: dict[str, _Entry] = {}
 
@@ -131,15 +141,7 @@ def register_head(name: str):
         return fn
     return deco
 
-def _plain(obj):
-    "`obj` with tuples turned into lists, so a config equals itself after a trip through JSON."
-    if isinstance(obj, dict): return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [_plain(v) for v in obj]
-    if isinstance(obj, (bool, int, float, str)) or obj is None: return obj
-    if hasattr(obj, 'item') and getattr(obj, 'ndim', None) == 0: return obj.item()  # NumPy / torch scalars
-    raise ModelConfigError(f'option value {obj!r} ({type(obj).__name__}) cannot be stored in a JSON config')
-
-# %% ../../nbs/05_models.core.ipynb 12
+# %% ../../nbs/05_models.core.ipynb 19
 @register_head('regression')
 def regression_head(d_in: int, config: ModelConfig, hidden: int | None = None, dropout: float = 0.1,
                     activation: str = 'gelu') -> nn.Module:
@@ -152,7 +154,7 @@ def classification_head(d_in: int, config: ModelConfig, hidden: int | None = Non
     "Logits over `n_classes` (by default 3: down, flat, up): `[batch, n_classes]`."
     return MLPHead(d_in, config.n_classes, hidden, dropout, activation)
 
-# %% ../../nbs/05_models.core.ipynb 14
+# %% ../../nbs/05_models.core.ipynb 21
 MODEL_FAMILIES = ['quantnb.models.rnn', 'quantnb.models.transformer', 'quantnb.models.enhanced', 'quantnb.pretrain']
 
 def _load_families():
@@ -185,7 +187,7 @@ def list_presets(name: str) -> list[str]:
     "Preset names of model `name`."
     return list(_lookup(BACKBONES, name, 'model').presets)
 
-# %% ../../nbs/05_models.core.ipynb 15
+# %% ../../nbs/05_models.core.ipynb 22
 @dataclass
 class ModelConfig:
     "Everything needed to rebuild a model's architecture; round-trips through JSON exactly."
@@ -227,7 +229,7 @@ class ModelConfig:
             return cls.from_dict(read_json(text_or_path))
         return cls.from_dict(json.loads(text_or_path))
 
-# %% ../../nbs/05_models.core.ipynb 17
+# %% ../../nbs/05_models.core.ipynb 24
 class QuantModel(nn.Module):
     "A backbone and a head: `model(x) = head(backbone.pool(backbone(x)))` for `x` `[batch, seq_len, n_features]`."
     def __init__(self, backbone: Backbone, head: nn.Module, config: ModelConfig | None = None):
@@ -265,7 +267,7 @@ class QuantModel(nn.Module):
             raise AttributeError(f'{name} has no attention pooling')
         return self.backbone.attention_weights(self.encode(x))
 
-# %% ../../nbs/05_models.core.ipynb 19
+# %% ../../nbs/05_models.core.ipynb 26
 def build_model(config: ModelConfig | dict) -> QuantModel:
     "The model described by `config` (a `ModelConfig` or its dict), with freshly initialised weights."
     if isinstance(config, dict): config = ModelConfig.from_dict(config)
@@ -296,7 +298,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (elements) of `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
-# %% ../../nbs/05_models.core.ipynb 27
+# %% ../../nbs/05_models.core.ipynb 34
 class PricePredictionLoss(nn.Module):
     "The price loss: `mse`, `mae` or `huber` between predicted and realised future returns."
     kinds = ('mse', 'mae', 'huber')

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..core import patch_to
 from .core import Backbone, check_choice, per_layer, register_backbone
 
 # %% auto 0
@@ -116,17 +117,20 @@ class TransformerBackbone(Backbone):
         self.d_out = d_model
         init_transformer_weights(self, n_layers)
 
-    def position_table(self, T: int, like: torch.Tensor) -> torch.Tensor:
-        "Position vectors of days 0..T-1, `[T, d_model]`."
-        if self.positions == 'sinusoidal': return sinusoidal_positions(T, self.d_out, like.device, like.dtype)
-        if T > self.max_len:
-            raise ValueError(f'window of {T} days is longer than the learned position table ({self.max_len}); '
-                             f'create the model with seq_len={T} or positions="sinusoidal"')
-        return self.pos_emb.weight[:T]
+# %% ../../nbs/07_models.transformer.ipynb 18
+@patch_to(TransformerBackbone)
+def position_table(self, T: int, like: torch.Tensor) -> torch.Tensor:
+    "Position vectors of days 0..T-1, `[T, d_model]`."
+    if self.positions == 'sinusoidal': return sinusoidal_positions(T, self.d_out, like.device, like.dtype)
+    if T > self.max_len:
+        raise ValueError(f'window of {T} days is longer than the learned position table ({self.max_len}); '
+                         f'create the model with seq_len={T} or positions="sinusoidal"')
+    return self.pos_emb.weight[:T]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape                              # [batch, seq_len, n_features]
-        h = self.input_proj(x)                         # [batch, seq_len, d_model]
-        h = self.dropout(h + self.position_table(T, h))
-        for block in self.blocks: h = block(h)         # [batch, seq_len, d_model]
-        return self.norm(h)                            # [batch, seq_len, d_model]
+@patch_to(TransformerBackbone)
+def forward(self, x: torch.Tensor) -> torch.Tensor:
+    B, T, _ = x.shape                              # [batch, seq_len, n_features]
+    h = self.input_proj(x)                         # [batch, seq_len, d_model]
+    h = self.dropout(h + self.position_table(T, h))
+    for block in self.blocks: h = block(h)         # [batch, seq_len, d_model]
+    return self.norm(h)                            # [batch, seq_len, d_model]

@@ -58,6 +58,7 @@ def information_coefficients(predicted, realised) -> dict:
     p, r = pd.Series(np.asarray(predicted, float)), pd.Series(np.asarray(realised, float))
     return {'ic': _corr(p, r), 'rank_ic': _corr(p.rank(), r.rank())}
 
+# %% ../../nbs/11_train.evaluate.ipynb 11
 def regression_metrics(pred: np.ndarray, true: np.ndarray, close: np.ndarray | None = None) -> dict:
     "mae, rmse, r2 and direction accuracy on `[n, horizon]` returns, mape (%) on implied prices, IC on day 1."
     pred, true = np.atleast_2d(np.asarray(pred, float)), np.atleast_2d(np.asarray(true, float))
@@ -75,6 +76,7 @@ def regression_metrics(pred: np.ndarray, true: np.ndarray, close: np.ndarray | N
     out['direction_accuracy_by_day'] = [float(v) for v in (np.sign(pred) == np.sign(true)).mean(axis=0)]
     return out
 
+# %% ../../nbs/11_train.evaluate.ipynb 13
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, next_returns: np.ndarray | None = None) -> dict:
     "Accuracy, macro-F1, per-class precision/recall, 3x3 confusion (rows true, cols predicted), IC of p(up) - p(down)."
     logits, labels = np.asarray(logits, float), np.asarray(labels).astype(int)
@@ -98,7 +100,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, next_returns:
         out.update(information_coefficients(probs[:, 2] - probs[:, 0], next_returns))
     return with_confidence(out, len(labels), share='accuracy')
 
-# %% ../../nbs/11_train.evaluate.ipynb 11
+# %% ../../nbs/11_train.evaluate.ipynb 16
 def _past_returns(bundle: DatasetBundle, ends: np.ndarray, k: int) -> np.ndarray:
     "close[t] / close[t-k] - 1 within the same stock (NaN where the stock has no bar k days back)."
     back = ends - k
@@ -124,7 +126,7 @@ def classification_baselines(bundle: DatasetBundle, segment: str = 'test') -> di
     today = np.where(np.isnan(today), majority, today).astype(int)
     return {'majority': np.eye(3)[np.full(len(ends), majority)], 'persistence': np.eye(3)[today]}
 
-# %% ../../nbs/11_train.evaluate.ipynb 13
+# %% ../../nbs/11_train.evaluate.ipynb 18
 MEANINGLESS = {'zero': ('direction_accuracy', 'ic', 'rank_ic'),   # baseline -> metrics that mean nothing for it
                'train_mean': ('ic', 'rank_ic'), 'majority': ('ic', 'rank_ic')}
 
@@ -133,7 +135,7 @@ def drop_meaningless(name: str, metrics: dict) -> dict:
     gone = MEANINGLESS.get(name, ())
     return {k: v for k, v in metrics.items() if not any(k == g or k.startswith(f'{g}_') for g in gone)}
 
-# %% ../../nbs/11_train.evaluate.ipynb 16
+# %% ../../nbs/11_train.evaluate.ipynb 21
 MIN_EVAL_SAMPLES = 100
 
 def small_sample_warnings(samples: dict[str, int], minimum: int = MIN_EVAL_SAMPLES) -> list[str]:
@@ -148,7 +150,7 @@ def small_sample_warnings(samples: dict[str, int], minimum: int = MIN_EVAL_SAMPL
                        'from noise; use more data')
     return out
 
-# %% ../../nbs/11_train.evaluate.ipynb 19
+# %% ../../nbs/11_train.evaluate.ipynb 24
 def next_day_returns(bundle: DatasetBundle, ends: np.ndarray) -> np.ndarray:
     "Realised next-day return of each sample (for the IC of a classifier)."
     nxt = np.minimum(ends + 1, len(bundle.close) - 1)
@@ -177,6 +179,7 @@ def evaluate_predictions(bundle: DatasetBundle, outputs: np.ndarray, segment: st
             'first_date': f'{pd.Timestamp(bundle.dates[ends].min()):%Y-%m-%d}' if len(ends) else None,
             'last_date': f'{pd.Timestamp(bundle.dates[ends].max()):%Y-%m-%d}' if len(ends) else None}
 
+# %% ../../nbs/11_train.evaluate.ipynb 28
 def predictions_record(bundle: DatasetBundle, outputs: np.ndarray, segment: str = 'test') -> dict:
     "Dates, symbols, predictions and truths of a segment, column-wise (for `results/predictions.json`)."
     ds = bundle.segment(segment)
@@ -189,6 +192,7 @@ def predictions_record(bundle: DatasetBundle, outputs: np.ndarray, segment: str 
             'predictions': np.round(np.asarray(outputs, float), 7).tolist(),
             'truths': np.round(ds.targets[ds.ends].numpy().astype(float), 7).tolist()}
 
+# %% ../../nbs/11_train.evaluate.ipynb 30
 def _half_width(m: dict, name: str) -> float | None:
     "Half the width of the 95% interval of `m[name]`, if it has one."
     ci = m.get(f'{name}_ci95')
@@ -206,7 +210,7 @@ def metrics_table(results: dict, keys: list[str] | None = None) -> pd.DataFrame:
     try: return table.astype(float)
     except (TypeError, ValueError): return table   # keys naming non-numeric entries
 
-# %% ../../nbs/11_train.evaluate.ipynb 21
+# %% ../../nbs/11_train.evaluate.ipynb 33
 HIGHER_IS_BETTER = {'mae': False, 'rmse': False, 'mape': False, 'r2': True, 'direction_accuracy': True,
                     'ic': True, 'rank_ic': True, 'accuracy': True, 'macro_f1': True, 'masked_mse': False}
 
@@ -222,7 +226,7 @@ def best_baselines(results: dict) -> dict[str, tuple[str, float, bool]]:
         out[metric] = (name, float(value), bool(model > value if higher else model < value))
     return out
 
-# %% ../../nbs/11_train.evaluate.ipynb 23
+# %% ../../nbs/11_train.evaluate.ipynb 35
 import matplotlib, matplotlib.dates
 import matplotlib.pyplot as plt
 
@@ -244,6 +248,7 @@ def _date_axis(ax):
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
 
+# %% ../../nbs/11_train.evaluate.ipynb 38
 def plot_predictions(record: dict, symbol: str | None = None, day: int = 0, max_symbols: int = 6):
     """Per stock: predicted vs realised `day+1`-day return over the test period, and the compounded next-day returns
     of holding the stock and of trading the sign of the prediction. Every stock, up to `max_symbols` (then a note)."""
@@ -270,6 +275,7 @@ def plot_predictions(record: dict, symbol: str | None = None, day: int = 0, max_
     fig.tight_layout()
     return fig
 
+# %% ../../nbs/11_train.evaluate.ipynb 40
 def plot_confusion(confusion, labels=DIRECTION_CLASSES, title: str = 'Direction confusion (test)'):
     "A confusion matrix, rows true, columns predicted, with counts."
     confusion = np.asarray(confusion)
@@ -292,6 +298,7 @@ def direction_confusion(record: dict, flat_threshold: float = 0.0, days: list[in
     np.add.at(confusion, (t, p), 1)
     return confusion
 
+# %% ../../nbs/11_train.evaluate.ipynb 42
 def plot_attention(weights: np.ndarray, dates=None, title: str = 'Attention over the window (test samples)'):
     "Heatmap of attention weights `[samples, seq_len]`: which days of each window the model looked at."
     weights = np.asarray(weights)

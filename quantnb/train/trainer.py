@@ -163,7 +163,30 @@ class Trainer:
         if aux is not None and self.args.aux_loss_weight: loss = loss + self.args.aux_loss_weight * aux()
         return loss
 
-# %% ../../nbs/10_train.trainer.ipynb 17
+# %% ../../nbs/10_train.trainer.ipynb 19
+@patch_to(Trainer)
+def _step(self):
+    if self.scaler: self.scaler.unscale_(self.optimizer)
+    # finite losses can still overflow into inf gradients (a GradScaler skips those steps by itself)
+    if self.args.on_nonfinite == 'skip' and not self.scaler:
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
+        if not torch.isfinite(norm): self.optimizer.zero_grad(set_to_none=True)   # the step below then changes nothing
+    elif self.args.grad_clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+    if self.scaler: self.scaler.step(self.optimizer); self.scaler.update()
+    else: self.optimizer.step()
+    self.scheduler.step()
+    self.optimizer.zero_grad(set_to_none=True)
+
+@patch_to(Trainer)
+def _stop_if_nonfinite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor, n_batches: int):
+    "Raise `NonFiniteLossError` naming the epoch and batch of the first NaN/inf loss, if there was one."
+    if (batch := int(first_bad)) < 0: return
+    epoch, step = self.state['epoch'] + 1, self._first_step + batch // self.args.accumulation_steps + 1
+    raise NonFiniteLossError(f'training loss is {float(bad_loss)} in epoch {epoch}, batch {batch + 1} of {n_batches} '
+                             f"(optimiser step {step}): stopped; lower lr, clip gradients, or set on_nonfinite='skip'",
+                             epoch, batch + 1)
+
+# %% ../../nbs/10_train.trainer.ipynb 22
 @patch_to(Trainer)
 def train_epoch(self) -> dict:
     "One pass over the training loader; returns mean loss and throughput."
@@ -201,28 +224,7 @@ def train_epoch(self) -> dict:
     if skip: metrics['skipped_batches'] = skipped
     return metrics
 
-@patch_to(Trainer)
-def _stop_if_nonfinite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor, n_batches: int):
-    "Raise `NonFiniteLossError` naming the epoch and batch of the first NaN/inf loss, if there was one."
-    if (batch := int(first_bad)) < 0: return
-    epoch, step = self.state['epoch'] + 1, self._first_step + batch // self.args.accumulation_steps + 1
-    raise NonFiniteLossError(f'training loss is {float(bad_loss)} in epoch {epoch}, batch {batch + 1} of {n_batches} '
-                             f"(optimiser step {step}): stopped; lower lr, clip gradients, or set on_nonfinite='skip'",
-                             epoch, batch + 1)
-
-@patch_to(Trainer)
-def _step(self):
-    if self.scaler: self.scaler.unscale_(self.optimizer)
-    # finite losses can still overflow into inf gradients (a GradScaler skips those steps by itself)
-    if self.args.on_nonfinite == 'skip' and not self.scaler:
-        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip or math.inf)
-        if not torch.isfinite(norm): self.optimizer.zero_grad(set_to_none=True)   # the step below then changes nothing
-    elif self.args.grad_clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
-    if self.scaler: self.scaler.step(self.optimizer); self.scaler.update()
-    else: self.optimizer.step()
-    self.scheduler.step()
-    self.optimizer.zero_grad(set_to_none=True)
-
+# %% ../../nbs/10_train.trainer.ipynb 25
 @patch_to(Trainer)
 @torch.no_grad()
 def evaluate_loss(self, loader) -> float:
@@ -246,7 +248,7 @@ def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
         ys.append(y)
     return torch.cat(outs).numpy(), torch.cat(ys).numpy()
 
-# %% ../../nbs/10_train.trainer.ipynb 19
+# %% ../../nbs/10_train.trainer.ipynb 28
 @patch_to(Trainer)
 def checkpoint_state(self) -> dict:
     "Everything beyond model and optimiser that the next epoch depends on."
@@ -283,7 +285,7 @@ def restore_best(self) -> dict | None:
     self._log(f'best/ held epoch {found} but the best epoch is {epoch}: rebuilt it from checkpoint-{epoch}', 'WARNING')
     return m.load_checkpoint(source)['model_state_dict']
 
-# %% ../../nbs/10_train.trainer.ipynb 21
+# %% ../../nbs/10_train.trainer.ipynb 31
 @patch_to(Trainer)
 def _resume(self, resume: bool | str | Path) -> int:
     if self.manager is None or self.manager.latest_checkpoint() is None:
@@ -309,6 +311,7 @@ def _end_epoch(self, metrics: dict, improved: bool) -> None:
                                      is_best=improved)
         if args.keep_checkpoints: self.manager.prune_checkpoints(args.keep_checkpoints)
 
+# %% ../../nbs/10_train.trainer.ipynb 34
 @patch_to(Trainer)
 def fit(self, resume: bool | str | Path = False) -> dict:
     "Train up to `epochs`, stopping early on a stalled validation loss; `resume`: True (latest checkpoint) or a path."
