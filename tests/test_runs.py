@@ -15,7 +15,7 @@ def finished_run(tmp_path_factory):
                         checkpoint_every=1)
 
 
-def test_a_finished_run_has_the_full_seed_004_tree(finished_run):
+def test_a_finished_run_has_the_full_run_tree(finished_run):
     d = finished_run.manager.run_dir
     for rel in ['config.json', 'metadata.json', 'model/pytorch_model.bin', 'model/config.json',
                 'model/training_args.json',
@@ -28,7 +28,7 @@ def test_a_finished_run_has_the_full_seed_004_tree(finished_run):
     assert d.name.startswith('600519_gru_') and len(d.name) == len('600519_gru_20250119_143025')
 
 
-def test_json_files_carry_the_seed_004_keys(finished_run):
+def test_json_files_carry_the_documented_keys(finished_run):
     d = finished_run.manager.run_dir
     read = lambda rel: json.loads((d / rel).read_text())
     meta = read('metadata.json')

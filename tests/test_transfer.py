@@ -27,7 +27,7 @@ def runs(pretrained_transformer):
     return out, pre, lstm
 
 
-def test_the_seed_000_situation_is_refused_with_a_report(runs):
+def test_an_lstm_checkpoint_offered_to_a_transformer_is_refused_with_a_report(runs):
     "An LSTM pretraining checkpoint offered to a transformer: nothing loads silently."
     out, _, lstm = runs
     target = small_transformer()
