@@ -178,7 +178,8 @@ def check_symbol_text(symbols) -> None:
 def declare_params(params: tuple[Param, ...], defaults: dict | None = None):
     "Class decorator: a dataclass with one field per declaration; `defaults` gives inherited fields new defaults."
     def make(cls):
-        inherited = {f.name: f.type for b in cls.__mro__[1:] if dataclasses.is_dataclass(b) for f in dataclasses.fields(b)}
+        bases = [b for b in cls.__mro__[1:] if dataclasses.is_dataclass(b)]
+        inherited = {f.name: f.type for b in bases for f in dataclasses.fields(b)}
         annotations = {p.name: p.type.__name__ for p in params}
         annotations |= {k: inherited[k] for k in (defaults or {}) if k not in annotations}
         values = {p.name: p.default for p in params} | (defaults or {})
