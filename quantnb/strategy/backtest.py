@@ -263,17 +263,23 @@ def backtest_run(run: str | Path | TrainingManager,       # a finished classific
         raise ValueError(f'run {manager.run_name} is a {saved.task} run; backtest_run trades a classifier '
                          '(for a regression run use quantnb.strategy.two_stage.run_two_stage(stage1_run=...))')
     record = manager.run_dir/'results'/'predictions.json'
-    if not record.exists(): raise FileNotFoundError(f'run {manager.run_name} has no results/predictions.json (status {manager.metadata["status"]})')
+    if not record.exists():
+        raise FileNotFoundError(f'run {manager.run_name} has no results/predictions.json '
+                                f'(status {manager.metadata["status"]})')
     rec = read_json(record)
-    if rec.get('segment') != 'test': raise ValueError(f'predictions of run {manager.run_name} are of segment {rec.get("segment")!r}, not test')
+    if rec.get('segment') != 'test':
+        raise ValueError(f'predictions of run {manager.run_name} are of segment {rec.get("segment")!r}, not test')
     params = manager.load_config().get('params', {})
     url = resolve_db_url(url or params.get('db_url') or None)
     nxt = next_day_returns_for(rec['symbols'], rec['dates'], url, saved.adjust)
     labels = direction_labels(nxt, saved.flat_threshold)
     if not np.array_equal(labels, np.asarray(rec['truths'], np.float64)):
-        raise ValueError(f'next-day returns from {url!r} do not reproduce the labels of run {manager.run_name}: has the database changed?')
+        raise ValueError(f'next-day returns from {url!r} do not reproduce the labels of run {manager.run_name}: '
+                         'has the database changed?')
     strategy = MLStrategy.from_logits(rec['predictions'], confidence_threshold)
-    frame = pd.DataFrame({'symbol': rec['symbols'], 'date': pd.to_datetime(rec['dates']), 'position': strategy.positions(), 'next_return': nxt})
+    frame = pd.DataFrame({'symbol': rec['symbols'], 'date': pd.to_datetime(rec['dates']),
+                          'position': strategy.positions(), 'next_return': nxt})
     result = backtest(frame, cost_bps)
-    save_backtest(manager, result, name, strategy='MLStrategy', confidence_threshold=confidence_threshold, segment='test', run=manager.run_name)
+    save_backtest(manager, result, name, strategy='MLStrategy', confidence_threshold=confidence_threshold,
+                  segment='test', run=manager.run_name)
     return result

@@ -525,7 +525,8 @@ def finish(self) -> dict:
                        'optimizer_steps': steps, 'data_range': [f'{dates.min():%Y-%m-%d}', f'{dates.max():%Y-%m-%d}']}
     output_size = {'regression': config.horizon, 'classification': config.n_classes, 'masked': len(b.feature_names)}
     record = SavedModel(p.model, model=config.to_dict(), task=p.task, feature_names=list(b.feature_names),
-                        feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon, input_size=len(b.feature_names),
+                        feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon,
+                        input_size=len(b.feature_names),
                         output_size=output_size[config.task], label={'flat_threshold': b.flat_threshold},
                         normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), pretraining=pretraining,
                         pretrained_from=p.pretrained or None, extra=dict(getattr(self, 'record_extra', None) or {}))

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..core import atomic_write, default_out_dir, mask_url, patch_to, sha256_file, write_json
-from ..models.saved import CheckpointReadError, SavedModel, load_weights   # noqa: F401 (CheckpointReadError: re-exported)
+# CheckpointReadError is re-exported
+from ..models.saved import CheckpointReadError, SavedModel, load_weights   # noqa: F401
 
 # %% auto 0
 __all__ = ['STATUSES', 'ENDED', 'LOCK_NAME', 'LOWER_IS_BETTER', 'HEADLINE_METRICS', 'now_iso', 'mask_secrets', 'RunNotFoundError',
@@ -275,7 +276,8 @@ def load_checkpoint(self, path: str | Path | None = None) -> dict:
 
 @patch_to(TrainingManager)
 def save_model(self, model, record: SavedModel | dict, training_args: dict) -> Path:
-    "Write the final `model/pytorch_model.bin`, its record `model/config.json` (with the SHA-256) and `training_args.json`."
+    """Write the final `model/pytorch_model.bin`, its record `model/config.json` (with the SHA-256)
+    and `training_args.json`."""
     record = record if isinstance(record, SavedModel) else SavedModel.from_dict(record)
     path = _torch_save(model.state_dict(), self.run_dir/'model'/'pytorch_model.bin')
     meta = self.metadata
