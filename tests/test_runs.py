@@ -38,8 +38,9 @@ def test_json_files_carry_the_documented_keys(finished_run):
     assert [h['status'] for h in meta['status_history']] == ['initialized', 'preparing', 'training', 'completed']
     assert {'mae', 'rmse', 'mape', 'r2', 'direction_accuracy', 'ic', 'rank_ic'} <= set(meta['eval_metrics'])
     config = read('config.json')
-    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'seq_len', 'epochs', 'batch_size',
-            'lr'} <= set(config)
+    assert {'run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at', 'params'} <= set(config)
+    assert {'seq_len', 'epochs', 'batch_size', 'lr'} <= set(config['params'])
+    assert not set(config['params']) & (set(config) - {'run_name'})   # each parameter recorded once
     assert config['data']['split']['val_start'] < config['data']['split']['test_start']
     model_config = read('model/config.json')
     assert {'model_type', 'input_size', 'output_size', 'feature_names', 'seq_len', 'normalizer',

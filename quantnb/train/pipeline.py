@@ -389,7 +389,8 @@ def extend_epochs(self, m: TrainingManager) -> None:
     config = m.load_config()
     before = config['params']['epochs']
     if self.params.epochs == before: return
-    config['params']['epochs'] = config['epochs'] = self.params.epochs
+    config['params']['epochs'] = self.params.epochs
+    if 'epochs' in config: config['epochs'] = self.params.epochs   # a run recorded with top-level copies
     added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
     m.save_config({k: v for k, v in config.items() if k not in added})
     m.save_training_log(f'epochs raised from {before} to {self.params.epochs}')
@@ -405,7 +406,7 @@ def record_start(self) -> None:
     self.manager.update_metadata(task=p.task, data_source=mask_url(self.db_url),
                                  stock_symbol=symbols if len(symbols) > 1 else symbols[0])
     if not self.resuming:
-        self.manager.save_config({'params': p.to_dict(), 'data_source': mask_url(self.db_url), **p.to_dict()})
+        self.manager.save_config({'params': p.to_dict(), 'data_source': mask_url(self.db_url)})   # each parameter once
 
 # %% ../../nbs/14_train.pipeline.ipynb 30
 @patch_to(TrainingRun)
