@@ -49,7 +49,7 @@ class UnitSlice:
         "Positions along `dim` of `units` (a 1-D tensor of unit indices)."
         per_block = (units[:, None] * self.width + torch.arange(self.width)).flatten()        # [len(units) * width]
         blocks = [b * n_units * self.width + per_block for b in range(self.blocks)]
-        return torch.cat(blocks)                                              # [blocks * len(units) * width]
+        return torch.cat(blocks)   # [blocks * len(units) * width]
 
     def per_unit(self, t: torch.Tensor, n_units: int) -> torch.Tensor:
         "`t` (shaped like the parameter) summed over everything but the unit: `[n_units]`."
@@ -703,7 +703,7 @@ def run_pruning(prune: str = 'imp',          # imp | magnitude | refill | rsst
                 **params) -> PruningRun:
     """Validate all parameters, then train, prune and retrain state by state, train the random controls,
     and record one run in `out_dir`."""
-    params = PruneParams.from_dict({'prune': prune, 'prune_rate': prune_rate, 'prune_states': prune_states,
-                                    'rewind_epoch': rewind_epoch, 'model': model, 'symbols': symbols, 'epochs': epochs,
-                                    'out_dir': out_dir, 'seed': seed, **params})
-    return PruningRun(params, pretrained_check=pretrained_check).run_all()
+    settings = PruneParams.from_dict({'prune': prune, 'prune_rate': prune_rate, 'prune_states': prune_states,
+                                      'rewind_epoch': rewind_epoch, 'model': model, 'symbols': symbols,
+                                      'epochs': epochs, 'out_dir': out_dir, 'seed': seed, **params})
+    return PruningRun(settings, pretrained_check=pretrained_check).run_all()
