@@ -373,7 +373,7 @@ def _stage1(p: TwoStageParams) -> TrainingManager:
         status = manager.metadata.get('status')
         if status != 'completed':
             raise ValueError(f'stage-1 run {manager.run_name} is {status!r}, not completed')
-        if manager.load_model_config().get('task') != 'regression':
+        if manager.saved_model().task != 'regression':
             raise ValueError(f'stage-1 run {manager.run_name} is not a regression (price) run')
         return manager
     shared = {k: getattr(p, k) for k in RunParams.declared}   # the run parameters mean the same in stage 1
@@ -403,7 +403,7 @@ class TwoStageRun(Run):
 
     def run_symbols(self) -> list[str]:
         "The symbols, else the reused stage 1's."
-        return self.params.symbol_list() or list(self.stage1.load_model_config()['symbols'])
+        return self.params.symbol_list() or list(self.stage1.saved_model().symbols)
 
     def record_start(self) -> None:
         "The parameters and symbols in `config.json`."
@@ -416,17 +416,17 @@ def prepare_data(self) -> StrategyData:
     "Train or reuse stage 1, extract (and cache) its frozen features, build stage 2's windows on stage 1's split."
     p, m = self.params, self.manager
     if self.stage1 is None: self.stage1 = _stage1(p)   # trains the price model as its own run
-    s1_config, s1_params = self.stage1.load_model_config(), self.stage1.load_config().get('params', {})
+    s1, s1_params = self.stage1.saved_model(), self.stage1.load_config().get('params', {})
     self.url = resolve_db_url(p.db_url or s1_params.get('db_url') or None)
-    m.save_training_log(f'stage 1: run {self.stage1.run_name} ({s1_config.get("model_type")}, '
-                        f'{s1_config.get("seq_len")}-day windows)')
+    m.save_training_log(f'stage 1: run {self.stage1.run_name} ({s1.model_type}, '
+                        f'{s1.seq_len}-day windows)')
     features = extract_features(self.stage1, self.symbols, kind=p.feature_kind, end=s1_params.get('end_date') or None,
                                 url=self.url, device=p.device or 'cpu')
     self.split = Split.from_dict(self.stage1.load_config()['data']['split'])
-    self.data = strategy_data(features, self.split, p.window_days, self.url, s1_config.get('adjust', 'qfq'),
+    self.data = strategy_data(features, self.split, p.window_days, self.url, s1.adjust,
                               end=s1_params.get('end_date') or None)
     m.save_config({'params': p.to_dict(), 'stage1_run': self.stage1.run_name,
-                   'stage1_model': s1_config.get('model_type'), 'stage1_seq_len': s1_config.get('seq_len'),
+                   'stage1_model': s1.model_type, 'stage1_seq_len': s1.seq_len,
                    'symbols': self.symbols, 'split': self.split.to_dict(), 'data': self.data.describe()})
     return self.data
 
