@@ -36,7 +36,7 @@ setuptools.setup(
     # namespace discovery so quantnb/sample (data only, no __init__.py) ships as package data
     packages=setuptools.find_namespace_packages(include=['quantnb', 'quantnb.*'], exclude=['*.__pycache__']),
     include_package_data=True,
-    package_data={'quantnb': ['sample/*', 'notebooks/*.ipynb']},
+    package_data={'quantnb': ['sample/*', 'sample/universe/*', 'notebooks/*.ipynb']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements + [r for r in notebook_requirements if r not in dev_requirements],
                     'notebook': notebook_requirements},

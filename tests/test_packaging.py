@@ -28,6 +28,12 @@ def test_wheel_carries_sample_and_attribution(wheel):
     assert 'Requires-Dist: torch>=2.2' in text and 'Requires-Dist: sqlalchemy>=2.0' in text
 
 
+def test_wheel_carries_the_universe_slice(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert 'quantnb/sample/universe/SOURCE.md' in names
+    assert len([n for n in names if n.startswith('quantnb/sample/universe/s') and n.endswith('.csv.gz')]) == 40
+
+
 def test_installed_wheel_builds_the_default_database_from_its_own_data(wheel, tmp_path):
     target = tmp_path / 'site'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-deps', '-q', '--target', str(target), str(wheel)],

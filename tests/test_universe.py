@@ -1,0 +1,93 @@
+"""Point-in-time universes: the top-N rule's edge cases, no look-ahead, spells, membership files and their errors."""
+import numpy as np, pandas as pd
+import pytest
+
+from quantnb.data.universe import (members_on, membership_spells, read_membership_file, read_status, top_n_members,
+                                   universe_slice_files)
+
+
+def days(n, start='2021-01-04'):
+    return pd.bdate_range(start, periods=n)
+
+
+def toy(rows):
+    "A status frame from (symbol, name, cap, n_days, first_day_index) with business days as the calendar."
+    cal = days(40)
+    out = [(sym, d, name, cap) for sym, name, cap, n, first in rows for d in cal[first:first + n]]
+    return pd.DataFrame(out, columns=['symbol', 'trade_date', 'name', 'float_market_cap']), cal
+
+
+@pytest.fixture(scope='module')
+def status():
+    return read_status(universe_slice_files())
+
+
+def test_min_days_and_window_edges():
+    frame, cal = toy([('A', 'a', 1e9, 40, 0), ('B', 'b', 9e9, 10, 20), ('C', 'c', 8e9, 9, 21)])
+    chosen = top_n_members(frame, 3, dates=[cal[30]], window=20, min_days=10)
+    # window = cal[10:30]; B trades cal[20:30] (10 days: in), C cal[21:30] (9 days: out)
+    assert chosen['symbol'].tolist() == ['B', 'A'] and chosen['rank'].tolist() == [1, 2]
+    assert chosen['effective_date'].iloc[0] == cal[30]
+
+
+@pytest.mark.parametrize('name', ['ST Alpha', '*ST Alpha', 'SST Alpha', 'S*ST Alpha'])
+def test_special_treatment_names_are_excluded(name):
+    frame, cal = toy([('A', 'a', 1e9, 40, 0), ('B', name, 9e9, 40, 0)])
+    assert top_n_members(frame, 2, dates=[cal[30]])['symbol'].tolist() == ['A']
+    assert top_n_members(frame, 2, dates=[cal[30]], exclude_st=False)['symbol'].tolist() == ['B', 'A']
+
+
+def test_only_the_last_name_in_the_window_counts():
+    frame, cal = toy([('A', 'a', 1e9, 40, 0), ('B', 'b', 9e9, 40, 0)])
+    frame.loc[(frame['symbol'] == 'B') & (frame['trade_date'] < cal[25]), 'name'] = '*ST b'   # renamed back before
+    assert top_n_members(frame, 2, dates=[cal[30]])['symbol'].tolist() == ['B', 'A']
+    frame.loc[(frame['symbol'] == 'B') & (frame['trade_date'] == cal[29]), 'name'] = 'ST b'  # ST on the last day
+    assert top_n_members(frame, 2, dates=[cal[30]])['symbol'].tolist() == ['A']
+
+
+def test_no_look_ahead(status):
+    "Changing everything from a rebalance day on leaves that rebalance's members as they were."
+    date = pd.Timestamp('2021-07-01')
+    before = top_n_members(status, 15, dates=[date])
+    later = status['trade_date'] >= date
+    shuffled = status.copy()
+    caps = status.loc[later, 'float_market_cap']
+    shuffled.loc[later, 'float_market_cap'] = np.random.default_rng(0).permutation(caps)
+    shuffled.loc[later, 'name'] = '*ST'
+    pd.testing.assert_frame_equal(top_n_members(shuffled, 15, dates=[date]), before)
+
+
+def test_spells_end_at_delisting_and_at_the_next_rebalance(status):
+    calendar = np.sort(status['trade_date'].unique())
+    members = top_n_members(status, 40)
+    last = status.groupby('symbol')['trade_date'].max()
+    spells = membership_spells(members, calendar, last[last < calendar[-1]].to_dict())
+    assert (spells['end'] >= spells['start']).all()
+    for sym, end in last[last < calendar[-1]].items():   # delisted stocks: no spell runs past their last day
+        assert (spells.loc[spells['symbol'] == sym, 'end'] <= end).all()
+    for date, group in members.groupby('effective_date'):
+        assert members_on(spells, date) == sorted(group['symbol'])
+
+
+def test_membership_csv_of_spells_and_bad_files(tmp_path):
+    good = tmp_path / 'spells.csv'
+    good.write_text('instrument,start,end\n600519.SH,2019-01-02,2021-12-31\nsz000001,2020-01-02,2020-06-30\n')
+    spells = read_membership_file(good)
+    assert members_on(spells, '2020-03-02') == ['000001', '600519'] and members_on(spells, '2020-07-01') == ['600519']
+    header = tmp_path / 'header.csv'
+    header.write_text('code,from,to\n600519,2019-01-02,2021-12-31\n')
+    with pytest.raises(ValueError, match='header.csv, line 1: expected a header'):
+        read_membership_file(header)
+    date = tmp_path / 'date.txt'
+    date.write_text('\nSH600519\t2019-01-02\t2021-12-31\nSH600000\t2019-13-45\t2021-12-31\n')
+    with pytest.raises(ValueError, match=r"date.txt, line 3: '2019-13-45' or '2021-12-31' is not a date"):
+        read_membership_file(date)
+
+
+def test_a_file_that_is_not_vendor_bars_is_named(tmp_path):
+    bad = tmp_path / 'prices.csv'
+    bad.write_text('banner\ncode,date,close\n600519,2021-01-04,2000\n')
+    with pytest.raises(ValueError, match='prices.csv: not a vendor daily-bar file'):
+        read_status([bad])
+    with pytest.raises(ValueError, match='n=0'):
+        top_n_members(read_status(universe_slice_files()[:1]), 0)
