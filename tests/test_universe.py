@@ -1,6 +1,7 @@
 """Point-in-time universes: the top-N rule's edge cases, no look-ahead, spells, membership files and their errors."""
 import numpy as np, pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from quantnb.data.universe import (members_on, membership_spells, read_membership_file, read_status, top_n_members,
                                    universe_slice_files)
@@ -91,3 +92,23 @@ def test_a_file_that_is_not_vendor_bars_is_named(tmp_path):
         read_status([bad])
     with pytest.raises(ValueError, match='n=0'):
         top_n_members(read_status(universe_slice_files()[:1]), 0)
+
+
+def test_stored_universe_on_each_backend(empty_db_url, status):
+    "Spells round-trip through the database; a failed save leaves the stored universe as it was."
+    from quantnb.data.db import StockDataLoader
+    from quantnb.data.universe import save_universe
+    calendar = np.sort(status['trade_date'].unique())
+    spells = membership_spells(top_n_members(status, 12), calendar)
+    assert save_universe(empty_db_url, 'top12', spells) == len(spells)
+    loader = StockDataLoader(empty_db_url)
+    assert loader.list_universes() == ['top12']
+    pd.testing.assert_frame_equal(loader.universe_members('top12'), spells)
+    for day in ['2019-07-01', '2020-12-31', '2021-12-31']:
+        assert loader.universe_members('top12', day) == members_on(spells, day)
+    twice = pd.concat([spells, spells.iloc[:1]], ignore_index=True)   # a repeated spell: the insert fails
+    with pytest.raises(sa.exc.IntegrityError):
+        save_universe(empty_db_url, 'top12', twice)
+    pd.testing.assert_frame_equal(loader.universe_members('top12'), spells)
+    with pytest.raises(LookupError, match="no universe 'csi300'.*stored: top12"):
+        loader.universe_members('csi300')

@@ -15,11 +15,11 @@ from sqlalchemy.engine import Connection, Engine
 from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db_url
 
 # %% auto 0
-__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS', 'SUPPORTED_URLS',
-           'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_valid_symbol',
-           'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout', 'describe_db_error',
-           'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored', 'compare_stored',
-           'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
+__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS',
+           'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol',
+           'is_valid_symbol', 'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout',
+           'describe_db_error', 'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored',
+           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
            'DatabaseNotInitialisedError', 'StockDataLoader', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
@@ -52,6 +52,14 @@ stock_kline_data = sa.Table(
     sa.Column('amount', sa.Double, comment='turnover, CNY'),
     sa.Column('float_market_cap', sa.Double, comment='CNY'),
     sa.Column('total_market_cap', sa.Double, comment='CNY'),
+    **_mysql_options)
+
+universe = sa.Table(
+    'universe', metadata,
+    sa.Column('name', sa.String(64), primary_key=True, comment='e.g. top300, csi300'),
+    sa.Column('symbol', sa.String(16), primary_key=True),
+    sa.Column('start_date', sa.Date, primary_key=True, comment='first day of the membership spell'),
+    sa.Column('end_date', sa.Date, nullable=False, comment='last day of the spell (inclusive)'),
     **_mysql_options)
 
 KLINE_VALUE_COLUMNS = [c.name for c in stock_kline_data.columns if not c.primary_key]
@@ -375,6 +383,30 @@ def summary(self) -> pd.DataFrame:
     return df.set_index('symbol')
 
 # %% ../../nbs/01_data.db.ipynb 49
+@patch_to(StockDataLoader)
+def list_universes(self) -> list[str]:
+    "Names of the stored universes, sorted (none in a database made before universes were stored)."
+    if 'universe' not in sa.inspect(self.engine).get_table_names(): return []
+    with self._connect() as conn:
+        return [r[0] for r in conn.execute(sa.select(universe.c.name).distinct().order_by(universe.c.name))]
+
+@patch_to(StockDataLoader)
+def universe_members(self, name: str, date=None) -> list[str] | pd.DataFrame:
+    "The members of universe `name` on `date` (sorted symbols), or every spell `symbol, start, end` without a date."
+    if name not in (stored := self.list_universes()):
+        raise LookupError(f'no universe {name!r} in {mask_url(self.url)}; stored: {", ".join(stored) or "none"}')
+    t = universe
+    q = sa.select(t.c.symbol, t.c.start_date, t.c.end_date).where(t.c.name == name)
+    if date is not None:
+        day = as_date(date, 'date')
+        q = q.where(t.c.start_date <= day, t.c.end_date >= day)
+    with self._connect() as conn: rows = conn.execute(q.order_by(t.c.start_date, t.c.symbol)).all()
+    if date is not None: return sorted({r[0] for r in rows})
+    spells = pd.DataFrame(rows, columns=['symbol', 'start', 'end'])
+    spells[['start', 'end']] = spells[['start', 'end']].astype('datetime64[ns]')
+    return spells
+
+# %% ../../nbs/01_data.db.ipynb 52
 def _as_list(symbols) -> list:
     return [symbols] if isinstance(symbols, (str, int)) else list(symbols)
 
@@ -397,7 +429,7 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
 
-# %% ../../nbs/01_data.db.ipynb 52
+# %% ../../nbs/01_data.db.ipynb 55
 @patch_to(StockDataLoader)
 def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     "Adjustment factors of `df`'s rows, computed over each symbol's whole stored history."
@@ -413,7 +445,7 @@ def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     inside = full.dropna(subset=['_row'])
     return inside['factor'].to_numpy()[np.argsort(inside['_row'].to_numpy())]
 
-# %% ../../nbs/01_data.db.ipynb 55
+# %% ../../nbs/01_data.db.ipynb 58
 @patch_to(StockDataLoader)
 def _raise_missing(self, conn, symbols, found, start, end):
     t = stock_kline_data
@@ -429,7 +461,7 @@ def _raise_missing(self, conn, symbols, found, start, end):
     raise EmptyRangeError(f'{s} has no bars between {start or "the beginning"} and {end or "the end"}; '
                           f'stored range is {stored[s][0]}..{stored[s][1]}')
 
-# %% ../../nbs/01_data.db.ipynb 58
+# %% ../../nbs/01_data.db.ipynb 61
 @patch_to(StockDataLoader)
 def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_date=None,
               adjust: str | None = 'qfq') -> pd.DataFrame:
@@ -456,7 +488,7 @@ def load_kline_data(self, symbol: str, start_date=None, end_date=None, adjust: s
     df.attrs.update(symbol=normalize_symbol(symbol))
     return df
 
-# %% ../../nbs/01_data.db.ipynb 67
+# %% ../../nbs/01_data.db.ipynb 70
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 
@@ -487,7 +519,7 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
                             detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
     return out
 
-# %% ../../nbs/01_data.db.ipynb 71
+# %% ../../nbs/01_data.db.ipynb 74
 def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
                     jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
     "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."

@@ -4,19 +4,21 @@
 
 # %% ../../nbs/02a_data.universe.ipynb 4
 from __future__ import annotations
-import csv
+import csv, re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np, pandas as pd
 
 from ..core import SAMPLE_DIR
-from .db import normalize_symbol
+import sqlalchemy as sa
+
+from .db import init_db, normalize_symbol, universe
 
 # %% auto 0
 __all__ = ['UNIVERSE_SLICE_DIR', 'VENDOR_STATUS_COLUMNS', 'SPELL_COLUMNS', 'universe_slice_files', 'read_status',
            'rebalance_dates', 'top_n_members', 'spells_frame', 'membership_spells', 'members_on',
-           'read_membership_file']
+           'read_membership_file', 'save_universe']
 
 # %% ../../nbs/02a_data.universe.ipynb 5
 UNIVERSE_SLICE_DIR = SAMPLE_DIR/'universe'   # 40 real A-shares, 2019-01-02 .. 2021-12-31 (see its SOURCE.md)
@@ -129,3 +131,22 @@ def read_membership_file(path: str | Path, calendar: Sequence | None = None) -> 
     if header[:3] != ['instrument', 'start', 'end']:
         raise ValueError(f'{path}, line 1: expected a header instrument,start,end or effective_date,code; got {header}')
     return spells_frame(_spell_row(path, i, *r[:3]) for i, r in enumerate(body, 2) if r)
+
+# %% ../../nbs/02a_data.universe.ipynb 24
+_UNIVERSE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
+
+def save_universe(url: str | None, name: str, spells: pd.DataFrame) -> int:
+    "Store `spells` (`symbol, start, end`) as universe `name`, replacing any stored one; returns the spells written."
+    if not _UNIVERSE_NAME.fullmatch(str(name)):
+        raise ValueError(f'universe name {name!r}: use letters, digits, _ . - (up to 64), e.g. top300')
+    missing = [c for c in SPELL_COLUMNS if c not in spells]
+    if missing: raise ValueError(f'spells for {name!r} lack column(s) {missing}; expected {SPELL_COLUMNS}')
+    bad = spells[spells['end'] < spells['start']]
+    if len(bad): raise ValueError(f'universe {name!r}: {bad.iloc[0]["symbol"]} ends before it starts')
+    rows = [{'name': name, 'symbol': normalize_symbol(r.symbol), 'start_date': pd.Timestamp(r.start).date(),
+             'end_date': pd.Timestamp(r.end).date()} for r in spells.itertuples()]
+    engine = init_db(url)   # creates the universe table in a database made before it existed
+    with engine.begin() as conn:
+        conn.execute(sa.delete(universe).where(universe.c.name == name))
+        if rows: conn.execute(sa.insert(universe), rows)
+    return len(rows)
