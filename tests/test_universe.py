@@ -112,3 +112,25 @@ def test_stored_universe_on_each_backend(empty_db_url, status):
     pd.testing.assert_frame_equal(loader.universe_members('top12'), spells)
     with pytest.raises(LookupError, match="no universe 'csi300'.*stored: top12"):
         loader.universe_members('csi300')
+
+
+def test_load_datasets_by_universe_name_samples_member_days_only(tmp_path, status):
+    "`load_datasets('top12')`: the universe's stored members, each sampled only on its member days."
+    from quantnb.data.datasets import SEGMENTS, load_datasets
+    from quantnb.data.importer import import_paths
+    from quantnb.data.universe import save_universe
+    url = f'sqlite:///{tmp_path}/universe.db'
+    assert all(r.ok for r in import_paths(universe_slice_files(), url))
+    calendar = np.sort(status['trade_date'].unique())
+    last = status.groupby('symbol')['trade_date'].max()
+    spells = membership_spells(top_n_members(status, 12), calendar, last[last < calendar[-1]].to_dict())
+    save_universe(url, 'top12', spells)
+    bundle = load_datasets('top12', url=url, seq_len=20, horizon=5, feature_set='basic11')
+    assert sorted(bundle.symbol_names) == sorted(spells['symbol'].unique())
+    names = np.asarray(bundle.symbol_names)
+    for name in SEGMENTS:
+        ends = bundle.segment(name).ends.numpy()[::5]   # every fifth sample: members_on is a slow, plain oracle
+        for sym, day in zip(names[bundle.symbol_codes[ends]], bundle.dates[ends]):
+            assert sym in members_on(spells, day)
+    everyone = load_datasets(sorted(spells['symbol'].unique()), url=url, seq_len=20, horizon=5, feature_set='basic11')
+    assert len(bundle.train) < len(everyone.train)

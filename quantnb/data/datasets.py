@@ -19,8 +19,8 @@ from .features import compute_features
 __all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'stock_starts', 'finite_rows', 'complete_windows', 'future_return_array',
            'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split', 'chronological_split',
            'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'sample_targets', 'purge_end_dates',
-           'assign_segments', 'fit_normalizer', 'datasets_from_features', 'build_datasets', 'load_datasets',
-           'make_dataloaders']
+           'assign_segments', 'fit_normalizer', 'datasets_from_features', 'member_days', 'build_datasets',
+           'load_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_data.datasets.ipynb 6
 def _new_stock(codes) -> np.ndarray:
@@ -377,7 +377,8 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
                            task: str = 'regression', split: Split | None = None, train: float = 0.7,
                            val: float = 0.15, gap_days: int | None = None, normalization: str = 'zscore',
                            per_symbol: bool = False, clip: float | None = 10.0,
-                           flat_threshold: float = 0.005) -> DatasetBundle:
+                           flat_threshold: float = 0.005,
+                           member: np.ndarray | None = None) -> DatasetBundle:   # rows where the stock may be sampled
     "Windows, targets and split for precomputed `features` (same `(symbol, trade_date)` index as `bars`)."
     if task not in TASKS: raise ValueError(f'task={task!r}: use one of {TASKS}')
     if seq_len < 1: raise ValueError(f'seq_len={seq_len} must be at least 1')
@@ -397,6 +398,7 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
     close = bars['close'].to_numpy(np.float64)
     targets, has_target = sample_targets(close, stock_end, task, horizon, flat_threshold)
     usable = window_ok & has_target
+    if member is not None: usable &= np.asarray(member, bool)   # a universe: samples only on member days
     del window_ok
 
     def explain(usable_days):   # only when too few samples are left: count what removed the rows
@@ -417,24 +419,46 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
                          flat_threshold=flat_threshold)
 
 # %% ../../nbs/04_data.datasets.ipynb 52
+def member_days(index: pd.MultiIndex, spells: pd.DataFrame) -> np.ndarray:
+    "Per row of a `(symbol, trade_date)` index grouped by symbol: whether a spell (`symbol, start, end`) covers it."
+    symbols = index.get_level_values(0).to_numpy()
+    dates = as_datetime64(index.get_level_values(1)).to_numpy()
+    starts = np.flatnonzero(_new_stock(symbols))
+    span = dict(zip(symbols[starts], zip(starts, np.r_[starts[1:], len(symbols)])))
+    member = np.zeros(len(symbols), bool)
+    for sym, start, end in spells[['symbol', 'start', 'end']].itertuples(index=False):
+        if sym not in span: continue
+        lo, hi = span[sym]
+        d = dates[lo:hi]
+        first, last = d.searchsorted(np.datetime64(start, 'ns')), d.searchsorted(np.datetime64(end, 'ns'), 'right')
+        member[lo + first:lo + last] = True
+    return member
+
+# %% ../../nbs/04_data.datasets.ipynb 55
 def _as_panel(bars: pd.DataFrame) -> pd.DataFrame:
     "Bars indexed by (symbol, trade_date), sorted; a single stock's date-indexed frame gets its symbol from attrs."
     if not isinstance(bars.index, pd.MultiIndex):
         bars = pd.concat({bars.attrs.get('symbol', 'stock'): bars}, names=['symbol', 'trade_date'])
     return bars.sort_index()
 
-def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
-    "Features of `bars` (one stock or a `(symbol, trade_date)` panel), then `datasets_from_features`."
+def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', spells: pd.DataFrame | None = None,
+                   **kwargs) -> DatasetBundle:
+    "Features of `bars` (one stock or a panel), then `datasets_from_features`; `spells`: sample member days only."
     bars = _as_panel(bars)
-    return datasets_from_features(compute_features(bars, feature_set, dropna=False), bars, **kwargs)
+    member = None if spells is None else member_days(bars.index, spells)
+    return datasets_from_features(compute_features(bars, feature_set, dropna=False), bars, member=member, **kwargs)
 
 def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_date=None, end_date=None,
                   adjust: str = 'qfq', feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
-    "Load bars from the database (default: the embedded sample) and build the datasets."
-    bars = StockDataLoader(url).load_many(symbols, start_date, end_date, adjust=adjust)
-    return build_datasets(bars, feature_set, **kwargs)
+    "Load bars from the database (default: the embedded sample) and build the datasets; `symbols` may name a universe."
+    loader, spells = StockDataLoader(url), None
+    if isinstance(symbols, str) and symbols in loader.list_universes():   # e.g. 'top300': members, on member days
+        spells = loader.universe_members(symbols)
+        symbols = sorted(set(spells['symbol']) & set(loader.list_symbols()))
+    bars = loader.load_many(symbols, start_date, end_date, adjust=adjust)
+    return build_datasets(bars, feature_set, spells=spells, **kwargs)
 
-# %% ../../nbs/04_data.datasets.ipynb 54
+# %% ../../nbs/04_data.datasets.ipynb 57
 def make_dataloaders(bundle: DatasetBundle, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
                      num_workers: int = 0, drop_last: bool = False) -> dict[str, DataLoader]:
     "Train (shuffled with a seeded generator), val and test DataLoaders over a bundle."
