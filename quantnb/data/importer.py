@@ -166,9 +166,9 @@ def _range_problems(numbers: dict, lines) -> list[ImportProblem]:
 def _repeated_dates(df: pd.DataFrame, dates: pd.Series, lines) -> list[ImportProblem]:
     "Rows repeating a (symbol, date) seen earlier in the same chunk, naming the line it was first on."
     dup = df.duplicated(['symbol', 'trade_date'], keep='first') & dates.notna()
-    first_line = {}
-    for i in np.flatnonzero(~dup.to_numpy() & dates.notna().to_numpy()):
-        first_line.setdefault((df.symbol.iat[i], df.trade_date.iat[i]), lines[i])
+    if not dup.any(): return []
+    repeated = df.duplicated(['symbol', 'trade_date'], keep=False) & ~dup & dates.notna()   # first of each repeat
+    first_line = {(df.symbol.iat[i], df.trade_date.iat[i]): lines[i] for i in np.flatnonzero(repeated.to_numpy())}
     def message(i):
         symbol, date = df.symbol.iat[i], df.trade_date.iat[i]
         return f'duplicate date {date:%Y-%m-%d} for {symbol} (first on line {first_line[(symbol, date)]})'
