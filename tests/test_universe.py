@@ -134,3 +134,32 @@ def test_load_datasets_by_universe_name_samples_member_days_only(tmp_path, statu
             assert sym in members_on(spells, day)
     everyone = load_datasets(sorted(spells['symbol'].unique()), url=url, seq_len=20, horizon=5, feature_set='basic11')
     assert len(bundle.train) < len(everyone.train)
+
+
+@pytest.fixture(scope='module')
+def universe_db(tmp_path_factory):
+    "The universe slice in a fresh SQLite database, with its top-12 universe stored."
+    from quantnb.data.importer import import_paths
+    from quantnb.data.universe import save_universe
+    url = f'sqlite:///{tmp_path_factory.mktemp("udb")}/universe.db'
+    assert all(r.ok for r in import_paths(universe_slice_files(), url))
+    status = read_status(universe_slice_files())
+    calendar = np.sort(status['trade_date'].unique())
+    last = status.groupby('symbol')['trade_date'].max()
+    spells = membership_spells(top_n_members(status, 12), calendar, last[last < calendar[-1]].to_dict())
+    save_universe(url, 'top12', spells)
+    return url, spells
+
+
+def test_a_training_run_on_a_universe(universe_db, tmp_path):
+    "`symbols=top12`: one run over the universe's members, recorded as such; an unknown name lists the universes."
+    from quantnb.train.pipeline import run_training
+    url, spells = universe_db
+    run = run_training(model='gru', symbols='top12', db_url=url, epochs=1, seq_len=20, horizon=5,
+                       model_kwargs='{"hidden_size": 8}', out_dir=str(tmp_path), progress=False)
+    m = run.manager
+    assert m.metadata['status'] == 'completed' and m.run_name.startswith('top12_gru_')
+    assert m.load_config()['data']['universe'] == 'top12'
+    assert sorted(m.saved_model().symbols) == sorted(spells['symbol'].unique())
+    with pytest.raises(ValueError, match='no daily bars for top99 .*; universes: top12'):
+        run_training(model='gru', symbols='top99', db_url=url, epochs=1, seq_len=20, out_dir=str(tmp_path))

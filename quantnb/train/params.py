@@ -54,7 +54,7 @@ MODEL_NAMES = ('attention_lstm', 'enhanced_transformer', 'gru', 'lstm', 'moe_tra
 GROUPS = ('data', 'model', 'training', 'pretraining', 'pruning', 'two-stage', 'run')
 
 RUN_PARAMS = (
-    Param('symbols', '600519', "comma-separated codes, or 'all' (every stored stock)", 'data'),
+    Param('symbols', '600519', "comma-separated codes, 'all' (every stored stock) or a universe (top300)", 'data'),
     Param('db_url', '', "'' : $QUANTNB_DB_URL, else the embedded SQLite sample (no passwords here)", 'data'),
     Param('feature_set', 'basic11', 'basic11, ta45, all, or comma-separated feature names', 'data'),
     Param('seq_len', 60, 'days per input window', 'data', range='>=1'),

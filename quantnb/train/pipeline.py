@@ -12,6 +12,7 @@ import torch
 
 from ..core import check_connection_name, connection_url, default_db_url, mask_url, patch_to, set_seed
 from ..data.datasets import TASKS, DatasetBundle, load_datasets, make_dataloaders
+from ..data.db import StockDataLoader
 from ..data.features import feature_names
 from ..models.core import create_model, list_models, list_presets
 from ..pretrain import MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
@@ -218,6 +219,15 @@ class TrainingRun(Run):
     @property
     def data_task(self) -> str: return self.task.data_task
 
+    @property
+    def loader(self) -> StockDataLoader: return StockDataLoader(self.db_url)
+
+    @property
+    def universe(self) -> str | None:
+        "The stored universe that `symbols` names (e.g. top300), if it names one."
+        symbols = self.params.symbol_list()
+        return symbols[0] if len(symbols) == 1 and symbols[0] in self.loader.list_universes() else None
+
 # %% ../../nbs/14_train.pipeline.ipynb 20
 class SupervisedTask:
     "Regression or classification: loaders and loss, evaluation against the naive baselines, plots."
@@ -326,7 +336,9 @@ def task_for(params: TrainParams) -> SupervisedTask:
 def stored_symbols(symbols: list[str], url: str) -> list[str]:
     "`symbols` checked against the database (`['all']`: every stored stock); a `ValueError` names the missing ones."
     from quantnb.data.db import StockDataLoader
-    stored = StockDataLoader(url).list_symbols()
+    loader = StockDataLoader(url)
+    stored = loader.list_symbols()
+    if len(symbols) == 1 and symbols[0] in loader.list_universes(): return symbols   # a universe stands for its members
     if symbols == ['all']:
         if not stored:
             raise ValueError(f'symbols=all: {mask_url(url)} holds no daily bars; import some (quantnb db import)')
@@ -334,8 +346,9 @@ def stored_symbols(symbols: list[str], url: str) -> list[str]:
     missing = [s for s in symbols if s not in stored]
     if missing:
         shown = ', '.join(stored[:12]) + (f', ... ({len(stored)} in all)' if len(stored) > 12 else '')
+        universes = loader.list_universes()
         raise ValueError(f'symbols: no daily bars for {", ".join(missing)} in {mask_url(url)}; '
-                         f'stored: {shown or "none"}')
+                         f'stored: {shown or "none"}' + (f'; universes: {", ".join(universes)}' if universes else ''))
     return symbols
 
 @patch_to(TrainingRun)
@@ -347,8 +360,10 @@ def check_inputs(self, epochs_given: bool | None = None) -> None:
         return
     symbols = stored_symbols(p.symbol_list(), self.db_url)
     p.symbols = ','.join(symbols)
-    from quantnb.data.db import StockDataLoader
-    bars = StockDataLoader(self.db_url).load_many(symbols, p.start_date or None, p.end_date or None, adjust=None)
+    if self.universe:   # its members that have bars
+        symbols = sorted(set(self.loader.universe_members(self.universe)['symbol']) & set(self.loader.list_symbols()))
+        if not symbols: raise ValueError(f'symbols={self.universe}: none of its members has daily bars here')
+    bars = self.loader.load_many(symbols, p.start_date or None, p.end_date or None, adjust=None)
     days = bars.groupby(level='symbol').size()
     need = p.seq_len + p.horizon + 1
     if days.max() < need:
@@ -415,7 +430,7 @@ def prepare_data(self) -> DatasetBundle:
     p, m = self.params, self.manager
     m.save_training_log(f'loading {p.symbols} from {mask_url(self.db_url)}')
     fs = p.feature_set.split(',') if ',' in p.feature_set else p.feature_set
-    self.bundle = load_datasets(p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
+    self.bundle = load_datasets(self.universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
                                 normalization=p.normalization, flat_threshold=p.flat_threshold)
@@ -426,6 +441,7 @@ def prepare_data(self) -> DatasetBundle:
     config = m.load_config()
     if not self.resuming or 'data' not in config:
         config['data'] = {k: v for k, v in meta.items() if k != 'normalizer'}
+        if self.universe: config['data']['universe'] = self.universe   # members sampled on member days only
         added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
         m.save_config({k: v for k, v in config.items() if k not in added})
     return self.bundle
