@@ -18,9 +18,10 @@ from .data.db import StockDataLoader, init_db
 from .data.importer import import_paths, load_sample
 
 # %% auto 0
-__all__ = ['TRAIN_NOTEBOOK', 'URL_HELP', 'db_init', 'db_import', 'db_info', 'db_check', 'cause_line', 'error_line', 'db_connect',
-           'ipc_kernel_manager', 'LogFollower', 'reserve_run', 'execute_notebook', 'train', 'runs_list', 'runs_show',
-           'runs_compare', 'predict', 'verify', 'add_db_commands', 'add_runs_commands', 'build_parser', 'main']
+__all__ = ['TRAIN_NOTEBOOK', 'URL_HELP', 'db_init', 'db_import', 'db_info', 'db_check', 'db_universe', 'cause_line', 'error_line',
+           'db_connect', 'ipc_kernel_manager', 'LogFollower', 'reserve_run', 'execute_notebook', 'train', 'runs_list',
+           'runs_show', 'runs_compare', 'predict', 'verify', 'add_db_commands', 'add_runs_commands', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb 5
 def db_init(url: str | None = None, sample: bool = False) -> int:
@@ -71,6 +72,35 @@ def db_check(url: str | None = None, symbols: str | None = None) -> int:
     return 1
 
 # %% ../nbs/90_cli.ipynb 7
+def _vendor_files(paths: Sequence[str]) -> list[Path]:
+    "Files, and the vendor files (sh*/sz*/bj*.csv[.gz]) inside directories."
+    found = []
+    for p in map(Path, paths):
+        found += sorted(f for f in p.glob('[sb][hzj]*.csv*')) if p.is_dir() else [p]
+    return found
+
+def db_universe(name: str, url: str | None = None, file: str | None = None, top: int | None = None,
+                paths: Sequence[str] = ()) -> int:
+    "Store universe `name` from a membership file or the top-`top` rule over vendor files; print a summary."
+    from quantnb.data.universe import (membership_spells, read_membership_file, read_status, save_universe,
+                                       top_n_members)
+    if (file is None) == (top is None): raise ValueError('give --file FILE, or --top N --bars PATH ...')
+    status = read_status(_vendor_files(paths)) if paths else None
+    calendar = None if status is None else status['trade_date'].unique()
+    if file: spells = read_membership_file(file, calendar)
+    elif status is None: raise ValueError(f'--top {top}: give the vendor files (or directories) to rank: --bars PATH')
+    else:
+        last = status.groupby('symbol')['trade_date'].max()
+        delisted = last[last < last.max()].to_dict()   # a spell ends with the stock's last day
+        spells = membership_spells(top_n_members(status, top), calendar, delisted)
+    url = resolve_db_url(url)
+    save_universe(url, name, spells)
+    span = f'{spells["start"].min():%Y-%m-%d}..{spells["end"].max():%Y-%m-%d}' if len(spells) else 'empty'
+    stocks = spells['symbol'].nunique()
+    print(f'universe {name}: {len(spells)} spells of {stocks} stocks, {span}, in {mask_url(url)}')
+    return 0
+
+# %% ../nbs/90_cli.ipynb 10
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
 _EXCEPTION = re.compile(r'[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b')
 _SQLALCHEMY_APPENDIX = ('(Background on this error at:', '[SQL:', '[parameters:')
@@ -90,7 +120,7 @@ def error_line(e: BaseException) -> str:
     if type(e) is KeyError: return f'missing key {e}'
     return mask_url(e).strip() or type(e).__name__   # quantnb's own messages: as they are
 
-# %% ../nbs/90_cli.ipynb 10
+# %% ../nbs/90_cli.ipynb 13
 def db_connect(name: str, url: str) -> int:
     "Store `url` as the named connection `name` (a URL that does not parse is refused, unprinted)."
     try: sa.engine.make_url(url)
@@ -101,7 +131,7 @@ def db_connect(name: str, url: str) -> int:
     print(f'connection {name!r} saved in {path} (readable by you only): {mask_url(url)}; use it with --db {name}')
     return 0
 
-# %% ../nbs/90_cli.ipynb 13
+# %% ../nbs/90_cli.ipynb 16
 def ipc_kernel_manager():
     "A jupyter kernel manager class whose kernels listen on IPC (unix) sockets instead of TCP ports."
     from jupyter_client.manager import AsyncKernelManager
@@ -140,7 +170,7 @@ class LogFollower(threading.Thread):
         if self.is_alive(): self.join(5)
         self.flush()
 
-# %% ../nbs/90_cli.ipynb 14
+# %% ../nbs/90_cli.ipynb 17
 def _stop_kernels() -> None:
     "Kill this process's children (the papermill kernel) and remove their connection files and IPC sockets."
     import psutil
@@ -171,7 +201,7 @@ def _on_interrupt(manager, resume_command: str, follower: LogFollower):
         os._exit(130)
     return handler
 
-# %% ../nbs/90_cli.ipynb 16
+# %% ../nbs/90_cli.ipynb 19
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 
 def reserve_run(params: dict, given: dict, env: dict):
@@ -191,7 +221,7 @@ def reserve_run(params: dict, given: dict, env: dict):
         params['symbols'], params['run_name'] = run.params.symbols, manager.run_name   # `all` expanded
         return manager, manager.run_dir/'notebook.ipynb'
 
-# %% ../nbs/90_cli.ipynb 17
+# %% ../nbs/90_cli.ipynb 20
 def execute_notebook(manager, output: Path, params: dict, env: dict, resume: str) -> str | None:
     "Run the training notebook into `output` under the run's lock, printing its log; the error line, or None."
     import papermill as pm
@@ -218,7 +248,7 @@ def execute_notebook(manager, output: Path, params: dict, env: dict, resume: str
         manager.release_lock()
     return None
 
-# %% ../nbs/90_cli.ipynb 18
+# %% ../nbs/90_cli.ipynb 21
 def train(params: dict) -> int:
     "Check `params` and the data, reserve and lock the run, run the training notebook with papermill; 0 on success."
     from quantnb.train.runs import headline_metrics, versus_baseline
@@ -243,7 +273,7 @@ def train(params: dict) -> int:
     for metric in headline_metrics(results.get('metrics') or {}): print(f'  test {versus_baseline(results, metric)}')
     return 0
 
-# %% ../nbs/90_cli.ipynb 20
+# %% ../nbs/90_cli.ipynb 23
 _LIST_METRICS = ['mae', 'ic', 'rank_ic', 'accuracy', 'masked_mse', 'sharpe', 'excess_return']   # and the one sorted by
 
 def _runs_text(df: pd.DataFrame, sort: str | None = None) -> str:
@@ -348,11 +378,11 @@ def verify(source: str, out_dir: str | None = None) -> int:
     print(report)
     return 0 if report.verdict == 'pretrained' else 1
 
-# %% ../nbs/90_cli.ipynb 21
+# %% ../nbs/90_cli.ipynb 24
 URL_HELP = 'database URL (default: $QUANTNB_DB_URL or the embedded SQLite sample)'
 
 def add_db_commands(commands) -> None:
-    "`quantnb db init | import | info | connect | check`."
+    "`quantnb db init | import | info | connect | check | universe`."
     db = commands.add_parser('db', help='create, fill and inspect the database')
     db = db.add_subparsers(dest='db_command', required=True)
     p = db.add_parser('init', help='create the tables')
@@ -376,8 +406,18 @@ def add_db_commands(commands) -> None:
     p = db.add_parser('check', help='list suspicious bars: jumps no trading day makes, zero-volume days, too few rows')
     p.add_argument('--url', help=URL_HELP); p.add_argument('--symbols', help='comma-separated (default: all)')
     p.set_defaults(handler=lambda a: db_check(a.url, a.symbols))
+    p = db.add_parser('universe', help='store a point-in-time universe: from a membership file, or the top N by '
+                                       'free-float market cap at half-yearly rebalances (use as --symbols NAME)')
+    p.add_argument('name', help='e.g. top300, csi300')
+    p.add_argument('--bars', nargs='+', default=[], metavar='PATH',
+                   help='vendor files or directories: ranked for --top; their trading calendar ends the spells '
+                        'of a rebalance-list file')
+    p.add_argument('--file', help="Qlib instruments .txt, or CSV 'instrument,start,end' / 'effective_date,code'")
+    p.add_argument('--top', type=int, help='keep the N largest of --bars at each half-yearly rebalance')
+    p.add_argument('--url', help=URL_HELP)
+    p.set_defaults(handler=lambda a: db_universe(a.name, a.url, a.file, a.top, a.bars))
 
-# %% ../nbs/90_cli.ipynb 22
+# %% ../nbs/90_cli.ipynb 25
 def add_runs_commands(commands) -> None:
     "`quantnb runs list | show | compare`, `quantnb verify`, `quantnb predict`."
     runs = commands.add_parser('runs', help='list, show and compare runs in out/')
@@ -402,7 +442,7 @@ def add_runs_commands(commands) -> None:
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: predict(a.run, a.symbols, a.as_of, a.out_dir, a.url))
 
-# %% ../nbs/90_cli.ipynb 23
+# %% ../nbs/90_cli.ipynb 26
 def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     "The `quantnb` argument parser (`train_options`: the options of `quantnb train`, from the declarations)."
     parser = argparse.ArgumentParser(prog='quantnb', description='Deep learning on stock K-line data.')
@@ -414,7 +454,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     add_runs_commands(commands)
     return parser
 
-# %% ../nbs/90_cli.ipynb 25
+# %% ../nbs/90_cli.ipynb 28
 def _reader_gone() -> int:
     "stdout's reader has gone (`quantnb runs list | head -1`): stop quietly, as Unix tools do on SIGPIPE."
     with contextlib.suppress(OSError):   # what is left in stdout's buffer is flushed into /dev/null at exit

@@ -163,3 +163,25 @@ def test_a_training_run_on_a_universe(universe_db, tmp_path):
     assert sorted(m.saved_model().symbols) == sorted(spells['symbol'].unique())
     with pytest.raises(ValueError, match='no daily bars for top99 .*; universes: top12'):
         run_training(model='gru', symbols='top99', db_url=url, epochs=1, seq_len=20, out_dir=str(tmp_path))
+
+
+def test_db_universe_command(tmp_path, capsys):
+    "`quantnb db universe`: the top-N rule over vendor files, a Qlib file, and one-line refusals that change nothing."
+    from quantnb.cli import main
+    from quantnb.data.db import StockDataLoader
+    from quantnb.data.universe import UNIVERSE_SLICE_DIR
+    url = f'sqlite:///{tmp_path}/u.db'
+    assert main(['db', 'universe', 'top12', '--top', '12', '--bars', str(UNIVERSE_SLICE_DIR), '--url', url]) == 0
+    assert 'universe top12:' in capsys.readouterr().out
+    loader = StockDataLoader(url)
+    assert len(loader.universe_members('top12', '2020-07-01')) == 12
+    (tmp_path / 'csi.txt').write_text('SH600519\t2019-01-02\t2021-12-31\n')
+    assert main(['db', 'universe', 'csi', '--file', str(tmp_path / 'csi.txt'), '--url', url]) == 0
+    assert loader.universe_members('csi', '2020-01-02') == ['600519']
+    assert main(['db', 'universe', 'x', '--url', url]) == 1
+    assert 'give --file FILE, or --top N --bars' in capsys.readouterr().err
+    bad = tmp_path / 'bad.txt'
+    bad.write_text('SH000001\t2021-01-04\t2019-12-31\n')
+    assert main(['db', 'universe', 'csi', '--file', str(bad), '--url', url]) == 1
+    assert 'bad.txt, line 1' in capsys.readouterr().err
+    assert loader.universe_members('csi', '2020-01-02') == ['600519']   # the stored universe is unchanged
