@@ -82,17 +82,14 @@ def _vendor_files(paths: Sequence[str]) -> list[Path]:
 def db_universe(name: str, url: str | None = None, file: str | None = None, top: int | None = None,
                 paths: Sequence[str] = ()) -> int:
     "Store universe `name` from a membership file or the top-`top` rule over vendor files; print a summary."
-    from quantnb.data.universe import (membership_spells, read_membership_file, read_status, save_universe,
-                                       top_n_members)
+    from quantnb.data.universe import read_membership_file, read_status, save_universe, top_n_spells
     if (file is None) == (top is None): raise ValueError('give --file FILE, or --top N --bars PATH ...')
     status = read_status(_vendor_files(paths)) if paths else None
     calendar = None if status is None else status['trade_date'].unique()
     if file: spells = read_membership_file(file, calendar)
     elif status is None: raise ValueError(f'--top {top}: give the vendor files (or directories) to rank: --bars PATH')
     else:
-        last = status.groupby('symbol')['trade_date'].max()
-        delisted = last[last < last.max()].to_dict()   # a spell ends with the stock's last day
-        spells = membership_spells(top_n_members(status, top), calendar, delisted)
+        spells = top_n_spells(status, top)
     url = resolve_db_url(url)
     save_universe(url, name, spells)
     span = f'{spells["start"].min():%Y-%m-%d}..{spells["end"].max():%Y-%m-%d}' if len(spells) else 'empty'

@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 
 from quantnb.data.universe import (members_on, membership_spells, read_membership_file, read_status, top_n_members,
-                                   universe_slice_files)
+                                   top_n_spells, universe_slice_files)
 
 
 def days(n, start='2021-01-04'):
@@ -121,9 +121,7 @@ def test_load_datasets_by_universe_name_samples_member_days_only(tmp_path, statu
     from quantnb.data.universe import save_universe
     url = f'sqlite:///{tmp_path}/universe.db'
     assert all(r.ok for r in import_paths(universe_slice_files(), url))
-    calendar = np.sort(status['trade_date'].unique())
-    last = status.groupby('symbol')['trade_date'].max()
-    spells = membership_spells(top_n_members(status, 12), calendar, last[last < calendar[-1]].to_dict())
+    spells = top_n_spells(status, 12)
     save_universe(url, 'top12', spells)
     bundle = load_datasets('top12', url=url, seq_len=20, horizon=5, feature_set='basic11')
     assert sorted(bundle.symbol_names) == sorted(spells['symbol'].unique())
@@ -144,9 +142,7 @@ def universe_db(tmp_path_factory):
     url = f'sqlite:///{tmp_path_factory.mktemp("udb")}/universe.db'
     assert all(r.ok for r in import_paths(universe_slice_files(), url))
     status = read_status(universe_slice_files())
-    calendar = np.sort(status['trade_date'].unique())
-    last = status.groupby('symbol')['trade_date'].max()
-    spells = membership_spells(top_n_members(status, 12), calendar, last[last < calendar[-1]].to_dict())
+    spells = top_n_spells(status, 12)
     save_universe(url, 'top12', spells)
     return url, spells
 

@@ -17,7 +17,7 @@ from .db import init_db, normalize_symbol, universe
 
 # %% auto 0
 __all__ = ['UNIVERSE_SLICE_DIR', 'VENDOR_STATUS_COLUMNS', 'SPELL_COLUMNS', 'universe_slice_files', 'read_status',
-           'rebalance_dates', 'top_n_members', 'spells_frame', 'membership_spells', 'members_on',
+           'rebalance_dates', 'top_n_members', 'spells_frame', 'membership_spells', 'members_on', 'top_n_spells',
            'read_membership_file', 'save_universe']
 
 # %% ../../nbs/02a_data.universe.ipynb 5
@@ -109,6 +109,14 @@ def members_on(spells: pd.DataFrame, date) -> list[str]:
     return sorted(spells.loc[(spells['start'] <= d) & (spells['end'] >= d), 'symbol'])
 
 # %% ../../nbs/02a_data.universe.ipynb 21
+def top_n_spells(status: pd.DataFrame, n: int, dates: Sequence | None = None, **rule) -> pd.DataFrame:
+    "Spells of the top-`n` rule over `status` (see `top_n_members`); a delisted stock's spell ends on its last day."
+    calendar = np.unique(status['trade_date'].to_numpy(dtype='datetime64[ns]'))
+    last = status.groupby('symbol')['trade_date'].max()
+    delisted = last[last < calendar[-1]].to_dict()
+    return membership_spells(top_n_members(status, n, dates, **rule), calendar, delisted)
+
+# %% ../../nbs/02a_data.universe.ipynb 24
 def _spell_row(path, line: int, code: str, start: str, end: str) -> tuple:
     try: s, e = pd.Timestamp(start), pd.Timestamp(end)
     except ValueError: raise ValueError(f'{path}, line {line}: {start!r} or {end!r} is not a date') from None
@@ -132,7 +140,7 @@ def read_membership_file(path: str | Path, calendar: Sequence | None = None) -> 
         raise ValueError(f'{path}, line 1: expected a header instrument,start,end or effective_date,code; got {header}')
     return spells_frame(_spell_row(path, i, *r[:3]) for i, r in enumerate(body, 2) if r)
 
-# %% ../../nbs/02a_data.universe.ipynb 24
+# %% ../../nbs/02a_data.universe.ipynb 27
 _UNIVERSE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]{0,63}')
 
 def save_universe(url: str | None, name: str, spells: pd.DataFrame) -> int:

@@ -360,9 +360,9 @@ def check_inputs(self, epochs_given: bool | None = None) -> None:
         return
     symbols = stored_symbols(p.symbol_list(), self.db_url)
     p.symbols = ','.join(symbols)
-    if self.universe:   # its members that have bars
-        symbols = sorted(set(self.loader.universe_members(self.universe)['symbol']) & set(self.loader.list_symbols()))
-        if not symbols: raise ValueError(f'symbols={self.universe}: none of its members has daily bars here')
+    if universe := self.universe:   # its members that have bars
+        symbols = sorted(set(self.loader.universe_members(universe)['symbol']) & set(self.loader.list_symbols()))
+        if not symbols: raise ValueError(f'symbols={universe}: none of its members has daily bars here')
     bars = self.loader.load_many(symbols, p.start_date or None, p.end_date or None, adjust=None)
     days = bars.groupby(level='symbol').size()
     need = p.seq_len + p.horizon + 1
@@ -430,7 +430,8 @@ def prepare_data(self) -> DatasetBundle:
     p, m = self.params, self.manager
     m.save_training_log(f'loading {p.symbols} from {mask_url(self.db_url)}')
     fs = p.feature_set.split(',') if ',' in p.feature_set else p.feature_set
-    self.bundle = load_datasets(self.universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
+    universe = self.universe
+    self.bundle = load_datasets(universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
                                 normalization=p.normalization, flat_threshold=p.flat_threshold)
@@ -441,7 +442,7 @@ def prepare_data(self) -> DatasetBundle:
     config = m.load_config()
     if not self.resuming or 'data' not in config:
         config['data'] = {k: v for k, v in meta.items() if k != 'normalizer'}
-        if self.universe: config['data']['universe'] = self.universe   # members sampled on member days only
+        if universe: config['data']['universe'] = universe   # members sampled on member days only
         added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
         m.save_config({k: v for k, v in config.items() if k not in added})
     return self.bundle
