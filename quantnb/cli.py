@@ -14,14 +14,14 @@ import sqlalchemy as sa
 from .core import PACKAGE_DIR, default_out_dir, mask_url, resolve_db_url, save_connection
 from .train.runs import ENDED
 from .train.params import add_train_options, check_values
-from .data.db import StockDataLoader, init_db
+from .data.db import SCHEMA_VERSION, StockDataLoader, init_db, instrument_kind, migrate
 from .data.importer import import_paths, load_sample
 
 # %% auto 0
-__all__ = ['TRAIN_NOTEBOOK', 'URL_HELP', 'db_init', 'db_import', 'db_info', 'db_check', 'db_universe', 'cause_line', 'error_line',
-           'db_connect', 'ipc_kernel_manager', 'LogFollower', 'reserve_run', 'execute_notebook', 'train', 'runs_list',
-           'runs_show', 'runs_compare', 'predict', 'verify', 'add_db_commands', 'add_runs_commands', 'build_parser',
-           'main']
+__all__ = ['TRAIN_NOTEBOOK', 'URL_HELP', 'db_init', 'db_import', 'db_info', 'db_migrate', 'db_check', 'db_universe', 'cause_line',
+           'error_line', 'db_connect', 'ipc_kernel_manager', 'LogFollower', 'reserve_run', 'execute_notebook', 'train',
+           'runs_list', 'runs_show', 'runs_compare', 'predict', 'verify', 'add_db_commands', 'add_runs_commands',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb 5
 def db_init(url: str | None = None, sample: bool = False) -> int:
@@ -35,10 +35,10 @@ def db_init(url: str | None = None, sample: bool = False) -> int:
         print(f'sample loaded: {rows} daily bars of {sum(len(r.symbols) for r in results if r.kind == "kline")} stocks')
     return 0
 
-def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False) -> int:
+def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False, market: str | None = None) -> int:
     "Import CSV files or directories; one line per file; exit code 1 when any file failed."
     url = resolve_db_url(url)
-    results = import_paths(paths, url, replace=replace)
+    results = import_paths(paths, url, replace=replace, market=market)
     for r in results: print(r)
     failed = sum(not r.ok for r in results)
     print(f'{len(results) - failed} file(s) imported, {failed} failed, into {mask_url(url)}')
@@ -54,8 +54,18 @@ def db_info(url: str | None = None) -> int:
     print(f'symbols: {len(summary)}  rows: {summary["rows"].sum()}  '
           f'dates: {summary["first_date"].min():%Y-%m-%d} .. {summary["last_date"].max():%Y-%m-%d}')
     with pd.option_context('display.width', 120, 'display.max_rows', 200):
-        print(summary.assign(name=summary['name'].fillna('-'), first_date=summary.first_date.dt.strftime('%Y-%m-%d'),
+        print(summary.assign(name=summary['name'].fillna('-'), kind=summary.index.map(instrument_kind),
+                             first_date=summary.first_date.dt.strftime('%Y-%m-%d'),
                              last_date=summary.last_date.dt.strftime('%Y-%m-%d')).to_string())
+    return 0
+
+def db_migrate(url: str | None = None) -> int:
+    "Bring a database made by an earlier release up to this one's schema (one transaction); say what changed."
+    url = resolve_db_url(url)
+    renamed = migrate(url)
+    if not renamed: print(f'{mask_url(url)} is up to date (schema {SCHEMA_VERSION})'); return 0
+    print(f'migrated {mask_url(url)} to schema {SCHEMA_VERSION}: instruments now carry their exchange (600519.SH); '
+          + ', '.join(f'{n} {table} rows renamed' for table, n in renamed.items()))
     return 0
 
 def db_check(url: str | None = None, symbols: str | None = None) -> int:
@@ -97,7 +107,7 @@ def db_universe(name: str, url: str | None = None, file: str | None = None, top:
     print(f'universe {name}: {len(spells)} spells of {stocks} stocks, {span}, in {mask_url(url)}')
     return 0
 
-# %% ../nbs/90_cli.ipynb 10
+# %% ../nbs/90_cli.ipynb 12
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
 _EXCEPTION = re.compile(r'[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b')
 _SQLALCHEMY_APPENDIX = ('(Background on this error at:', '[SQL:', '[parameters:')
@@ -117,7 +127,7 @@ def error_line(e: BaseException) -> str:
     if type(e) is KeyError: return f'missing key {e}'
     return mask_url(e).strip() or type(e).__name__   # quantnb's own messages: as they are
 
-# %% ../nbs/90_cli.ipynb 13
+# %% ../nbs/90_cli.ipynb 15
 def db_connect(name: str, url: str) -> int:
     "Store `url` as the named connection `name` (a URL that does not parse is refused, unprinted)."
     try: sa.engine.make_url(url)
@@ -128,7 +138,7 @@ def db_connect(name: str, url: str) -> int:
     print(f'connection {name!r} saved in {path} (readable by you only): {mask_url(url)}; use it with --db {name}')
     return 0
 
-# %% ../nbs/90_cli.ipynb 16
+# %% ../nbs/90_cli.ipynb 18
 def ipc_kernel_manager():
     "A jupyter kernel manager class whose kernels listen on IPC (unix) sockets instead of TCP ports."
     from jupyter_client.manager import AsyncKernelManager
@@ -167,7 +177,7 @@ class LogFollower(threading.Thread):
         if self.is_alive(): self.join(5)
         self.flush()
 
-# %% ../nbs/90_cli.ipynb 17
+# %% ../nbs/90_cli.ipynb 19
 def _stop_kernels() -> None:
     "Kill this process's children (the papermill kernel) and remove their connection files and IPC sockets."
     import psutil
@@ -198,7 +208,7 @@ def _on_interrupt(manager, resume_command: str, follower: LogFollower):
         os._exit(130)
     return handler
 
-# %% ../nbs/90_cli.ipynb 19
+# %% ../nbs/90_cli.ipynb 21
 TRAIN_NOTEBOOK = PACKAGE_DIR/'notebooks'/'train.ipynb'
 
 def reserve_run(params: dict, given: dict, env: dict):
@@ -218,7 +228,7 @@ def reserve_run(params: dict, given: dict, env: dict):
         params['symbols'], params['run_name'] = run.params.symbols, manager.run_name   # `all` expanded
         return manager, manager.run_dir/'notebook.ipynb'
 
-# %% ../nbs/90_cli.ipynb 20
+# %% ../nbs/90_cli.ipynb 22
 def execute_notebook(manager, output: Path, params: dict, env: dict, resume: str) -> str | None:
     "Run the training notebook into `output` under the run's lock, printing its log; the error line, or None."
     import papermill as pm
@@ -245,7 +255,7 @@ def execute_notebook(manager, output: Path, params: dict, env: dict, resume: str
         manager.release_lock()
     return None
 
-# %% ../nbs/90_cli.ipynb 21
+# %% ../nbs/90_cli.ipynb 23
 def train(params: dict) -> int:
     "Check `params` and the data, reserve and lock the run, run the training notebook with papermill; 0 on success."
     from quantnb.train.runs import headline_metrics, versus_baseline
@@ -270,7 +280,7 @@ def train(params: dict) -> int:
     for metric in headline_metrics(results.get('metrics') or {}): print(f'  test {versus_baseline(results, metric)}')
     return 0
 
-# %% ../nbs/90_cli.ipynb 23
+# %% ../nbs/90_cli.ipynb 25
 _LIST_METRICS = ['mae', 'ic', 'rank_ic', 'accuracy', 'masked_mse', 'sharpe', 'excess_return']   # and the one sorted by
 
 def _runs_text(df: pd.DataFrame, sort: str | None = None) -> str:
@@ -375,11 +385,11 @@ def verify(source: str, out_dir: str | None = None) -> int:
     print(report)
     return 0 if report.verdict == 'pretrained' else 1
 
-# %% ../nbs/90_cli.ipynb 24
+# %% ../nbs/90_cli.ipynb 26
 URL_HELP = 'database URL (default: $QUANTNB_DB_URL or the embedded SQLite sample)'
 
 def add_db_commands(commands) -> None:
-    "`quantnb db init | import | info | connect | check | universe`."
+    "`quantnb db init | import | migrate | info | connect | check | universe`."
     db = commands.add_parser('db', help='create, fill and inspect the database')
     db = db.add_subparsers(dest='db_command', required=True)
     p = db.add_parser('init', help='create the tables')
@@ -393,7 +403,12 @@ def add_db_commands(commands) -> None:
     p.add_argument('--url', help=URL_HELP)
     p.add_argument('--replace', action='store_true', help='let a file change stored bars (vendors restate history); '
                                                           'each replaced bar is listed')
-    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace))
+    p.add_argument('--market', help="market of the files' tickers where they have no market column (e.g. US); "
+                                    'default: A-shares')
+    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace, a.market))
+    p = db.add_parser('migrate', help="bring an earlier release's database up to date (also done on first open)")
+    p.add_argument('--url', help=URL_HELP)
+    p.set_defaults(handler=lambda a: db_migrate(a.url))
     p = db.add_parser('info', help='symbols, rows and date ranges')
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: db_info(a.url))
@@ -414,7 +429,7 @@ def add_db_commands(commands) -> None:
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: db_universe(a.name, a.url, a.file, a.top, a.bars))
 
-# %% ../nbs/90_cli.ipynb 25
+# %% ../nbs/90_cli.ipynb 27
 def add_runs_commands(commands) -> None:
     "`quantnb runs list | show | compare`, `quantnb verify`, `quantnb predict`."
     runs = commands.add_parser('runs', help='list, show and compare runs in out/')
@@ -439,7 +454,7 @@ def add_runs_commands(commands) -> None:
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: predict(a.run, a.symbols, a.as_of, a.out_dir, a.url))
 
-# %% ../nbs/90_cli.ipynb 26
+# %% ../nbs/90_cli.ipynb 28
 def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     "The `quantnb` argument parser (`train_options`: the options of `quantnb train`, from the declarations)."
     parser = argparse.ArgumentParser(prog='quantnb', description='Deep learning on stock K-line data.')
@@ -451,7 +466,7 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     add_runs_commands(commands)
     return parser
 
-# %% ../nbs/90_cli.ipynb 28
+# %% ../nbs/90_cli.ipynb 30
 def _reader_gone() -> int:
     "stdout's reader has gone (`quantnb runs list | head -1`): stop quietly, as Unix tools do on SIGPIPE."
     with contextlib.suppress(OSError):   # what is left in stdout's buffer is flushed into /dev/null at exit

@@ -13,7 +13,7 @@ import torch
 
 from .core import default_db_url, mask_url
 from .data.datasets import DIRECTION_CLASSES, Normalizer, complete_windows
-from .data.db import StockDataLoader, normalize_symbol
+from .data.db import StockDataLoader, default_instrument
 from .data.features import compute_features
 from .models.saved import SavedModel
 from .train.runs import TrainingManager
@@ -83,8 +83,8 @@ class PredictionEngine:
     def symbols(self, symbols: list[str] | str | None = None) -> list[str]:
         "`symbols` (default: the run's), warning about any the model never saw in training."
         seen = self.record.symbols
-        symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, str) else list(symbols or seen))]
-        unseen = [s for s in symbols if s not in seen]
+        symbols = self.loader.resolve_symbols(symbols if isinstance(symbols, str) else list(symbols or seen))
+        unseen = [s for s in symbols if s not in seen and s not in map(default_instrument, seen)]   # (bare: older runs)
         if unseen: warnings.warn(f'run {self.manager.run_name} never saw {", ".join(unseen)} in training (trained on '
                                  f'{", ".join(seen)}): its prediction there is an extrapolation', stacklevel=3)
         return symbols

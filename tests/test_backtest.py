@@ -16,7 +16,7 @@ from quantnb.train.pipeline import run_training
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
-def five_days(symbol='600519', positions=(0, 1, 1, 0.5, 0), returns=(0.01, 0.02, -0.01, 0.03, -0.02),
+def five_days(symbol='600519.SH', positions=(0, 1, 1, 0.5, 0), returns=(0.01, 0.02, -0.01, 0.03, -0.02),
               start='2021-01-04'):
     return pd.DataFrame({'symbol': symbol, 'date': pd.bdate_range(start, periods=len(positions)),
                          'position': positions, 'next_return': returns})
@@ -65,25 +65,25 @@ def test_without_costs_and_always_invested_the_strategy_is_buy_and_hold():
 
 
 def test_portfolio_is_the_equal_weight_mean_of_the_stocks_on_each_day():
-    a = five_days('600519')
+    a = five_days('600519.SH')
     # starts a day later
-    b = five_days('000001', positions=(1, 1, 0, 0), returns=(0.03, -0.01, 0.02, 0.01), start='2021-01-05')
+    b = five_days('000001.SZ', positions=(1, 1, 0, 0), returns=(0.03, -0.01, 0.02, 0.01), start='2021-01-05')
     res = backtest(pd.concat([b, a]), cost_bps=10)
-    assert sorted(res.by_symbol) == ['000001', '600519']
+    assert sorted(res.by_symbol) == ['000001.SZ', '600519.SH']
     port = res.portfolio
     first = port.loc[pd.Timestamp('2021-01-04')]
     assert first.strategy_return == pytest.approx(0.0)                          # only 600519 traded that day
     second = port.loc[pd.Timestamp('2021-01-05')]
     assert second.strategy_return == pytest.approx((0.019 + 0.03 - 0.001) / 2)
     assert res.metrics['total_return'] == pytest.approx(port.equity.iloc[-1] - 1)
-    turnovers = res.by_symbol['600519']['turnover'], res.by_symbol['000001']['turnover']
+    turnovers = res.by_symbol['600519.SH']['turnover'], res.by_symbol['000001.SZ']['turnover']
     assert res.metrics['turnover'] == pytest.approx(sum(turnovers) / 2)
     # each stock priced alone
-    assert res.by_symbol['600519']['total_return'] == pytest.approx(0.0229260261275, abs=1e-12)
+    assert res.by_symbol['600519.SH']['total_return'] == pytest.approx(0.0229260261275, abs=1e-12)
     table = res.table()
-    assert list(table.index) == ['000001', '600519', 'portfolio']
+    assert list(table.index) == ['000001.SZ', '600519.SH', 'portfolio']
     # strict JSON, no NaN
-    assert json.loads(json.dumps(res.to_dict(), allow_nan=False))['symbols'] == ['000001', '600519']
+    assert json.loads(json.dumps(res.to_dict(), allow_nan=False))['symbols'] == ['000001.SZ', '600519.SH']
 
 
 @pytest.mark.parametrize('bad, message', [
@@ -148,7 +148,7 @@ def test_backtest_run_trades_the_test_predictions_and_saves_into_the_run(classif
     d = run.manager.run_dir
     saved = json.loads((d / 'results' / 'backtest.json').read_text())
     assert saved['strategy'] == 'MLStrategy' and saved['confidence_threshold'] == 0.65 and saved['segment'] == 'test'
-    assert (d / 'plots' / 'backtest.png').is_file() and (d / 'plots' / 'backtest_600519.png').is_file()
+    assert (d / 'plots' / 'backtest.png').is_file() and (d / 'plots' / 'backtest_600519.SH.png').is_file()
     # every test prediction is one backtest day, and nothing else
     days = sorted(zip(rec['symbols'], rec['dates']))
     assert sorted(zip(saved['daily']['symbols'], saved['daily']['dates'])) == days
@@ -159,33 +159,33 @@ def test_backtest_run_trades_the_test_predictions_and_saves_into_the_run(classif
     # with a threshold every prediction clears, the strategy is buy-and-hold on exactly these days
     always = backtest_run('clf', output_dir=out, confidence_threshold=1e-9, name='always')
     assert always.metrics['exposure'] == 1 and abs(always.metrics['excess_return']) < 1e-12
-    bars = StockDataLoader().load_many(['600519'], start_date=rec['dates'][0], adjust='qfq').close.droplevel(0)
-    sym_rows = always.daily[always.daily.symbol == '600519']
+    bars = StockDataLoader().load_many(['600519.SH'], start_date=rec['dates'][0], adjust='qfq').close.droplevel(0)
+    sym_rows = always.daily[always.daily.symbol == '600519.SH']
     realised = bars.shift(-1).reindex(sym_rows.date) / bars.reindex(sym_rows.date) - 1
     assert np.allclose(sym_rows.next_return.to_numpy(), realised.to_numpy(), atol=1e-12)
     assert (d / 'results' / 'always.json').is_file()
 
 
 def test_backtest_run_refuses_a_regression_run(tmp_path):
-    run_training(model='gru', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN,
+    run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN,
                  out_dir=str(tmp_path), progress=False, run_name='reg')
     with pytest.raises(ValueError, match='regression run'): backtest_run('reg', output_dir=tmp_path)
 
 
 def test_next_day_returns_for_uses_the_next_trading_day():
-    bars = StockDataLoader().load_kline_data('600519', '2021-01-04', '2021-01-12')
-    r = next_day_returns_for(['600519', '600519'], [bars.index[0], bars.index[3]])
+    bars = StockDataLoader().load_kline_data('600519.SH', '2021-01-04', '2021-01-12')
+    r = next_day_returns_for(['600519.SH', '600519.SH'], [bars.index[0], bars.index[3]])
     assert r[0] == pytest.approx(bars.close.iloc[1] / bars.close.iloc[0] - 1, abs=1e-12)
     assert r[1] == pytest.approx(bars.close.iloc[4] / bars.close.iloc[3] - 1, abs=1e-12)
-    last = StockDataLoader().summary().loc['600519', 'last_date']
-    assert np.isnan(next_day_returns_for(['600519'], [last])[0])
+    last = StockDataLoader().summary().loc['600519.SH', 'last_date']
+    assert np.isnan(next_day_returns_for(['600519.SH'], [last])[0])
 
 
 def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
     "Zero trades: Sharpe is NaN in memory, null in strict JSON, and a note says why, per stock and for the portfolio."
     from quantnb.strategy.backtest import save_backtest, strategy_metrics_table
     from quantnb.train.runs import TrainingManager
-    flat = pd.concat([five_days('600519', positions=(0,) * 5), five_days('000001', positions=(0,) * 5)])
+    flat = pd.concat([five_days('600519.SH', positions=(0,) * 5), five_days('000001.SZ', positions=(0,) * 5)])
     res = backtest(flat, cost_bps=10)
     for m in [res.metrics, *res.by_symbol.values()]:
         assert math.isnan(m['sharpe']) and m['note'].startswith('no trades: the position was 0 on all 5 days')
@@ -193,7 +193,7 @@ def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
     text = json.dumps(res.to_dict(), allow_nan=False)          # strict JSON
     assert json.loads(text)['metrics']['sharpe'] is None
     assert json.loads(text)['metrics']['note'] == res.metrics['note']
-    manager = TrainingManager('600519', 'test', tmp_path)
+    manager = TrainingManager('600519.SH', 'test', tmp_path)
     save_backtest(manager, res)
     saved = json.loads((manager.run_dir / 'results' / 'backtest.json').read_text(), parse_constant=pytest.fail)
     assert saved['metrics']['note'] == res.metrics['note']
@@ -201,7 +201,7 @@ def test_a_strategy_that_never_trades_says_why_sharpe_is_undefined(tmp_path):
     table = strategy_metrics_table({'metrics': res.metrics, 'buy_and_hold': res.metrics['buy_and_hold']})
     assert math.isnan(table.loc['strategy', 'sharpe']) and table.loc['buy_and_hold', 'sharpe'] > 0
     from quantnb.strategy.backtest import plot_backtest
-    legend = [t.get_text() for t in plot_backtest(res, '600519').axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in plot_backtest(res, '600519.SH').axes[0].get_legend().get_texts()]
     assert legend[0].startswith('strategy (Sharpe undefined: no trades')
     one_day = performance_metrics([0.01], [1.0])
     assert one_day['note'] == 'one day: Sharpe needs at least two daily returns'

@@ -44,7 +44,7 @@ def test_init_import_and_exit_codes(tmp_path):
     assert r.returncode == 1
     assert "line 2, field 'high': high 9 is below low 11" in r.stdout
     assert '1 file(s) imported, 1 failed' in r.stdout
-    assert StockDataLoader(url).list_symbols() == ['300750']
+    assert StockDataLoader(url).list_symbols() == ['300750.SZ']
     r = quantnb('db', 'import', str(SAMPLE_DIR / 'sz300750.csv.gz'), '--url', url, home=tmp_path)
     assert r.returncode == 0 and '877 rows (0 new, 0 changed, 877 unchanged)' in r.stdout
 

@@ -12,7 +12,7 @@ import torch
 from quantnb.train.runs import MissingKeyError, TrainingManager, best_baseline, runs_table
 
 QUANTNB = str(Path(sys.executable).parent / 'quantnb')
-TEN = ['600000', '600036', '600519', '601318', '000001', '000002', '000333', '000858', '002415', '300750']
+TEN = ['600000.SH', '600036.SH', '600519.SH', '601318.SH', '000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ']
 QUICK = ['--model', 'gru', '--epochs', '1', '--seq_len', '30', '--progress', 'false']
 
 
@@ -51,9 +51,9 @@ def runs(tmp_path_factory):
     traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom'
     made = {'ten': make_run(out, TEN,
                             regression_results(0.0312, {'zero': 0.031, 'persistence': 0.046, 'train_mean': 0.0309})),
-            'one': make_run(out, ['600519'], regression_results(0.03, {'zero': 0.031, 'train_mean': 0.0309}),
+            'one': make_run(out, ['600519.SH'], regression_results(0.03, {'zero': 0.031, 'train_mean': 0.0309}),
                             model='lstm'),
-            'failed': make_run(out, ['600519'], fail=traceback)}
+            'failed': make_run(out, ['600519.SH'], fail=traceback)}
     return out, made
 
 
@@ -66,7 +66,7 @@ def mixed(runs, tmp_path_factory):
                       'baselines': {'majority': {'accuracy': 0.45, 'macro_f1': 0.2}}}
     pretrain = {'task': 'pretrain', 'metrics': {'masked_mse': 0.5},
                 'baselines': {'zero': {'masked_mse': 1.0}, 'neighbour': {'masked_mse': 0.7}}}
-    made = {'cls': make_run(out, ['600519', '000001'], classification, task='classification'),
+    made = {'cls': make_run(out, ['600519.SH', '000001.SZ'], classification, task='classification'),
             'pre': make_run(out, TEN, pretrain, task='pretrain', model='transformer')}
     return out, {**runs[1], **made}
 
@@ -77,7 +77,7 @@ def test_list_fits_a_terminal_and_counts_symbols(runs, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 1 + len(made) and max(map(len, lines)) <= 120, r.stdout
-    assert '10 stocks' in r.stdout and '600000' not in r.stdout
+    assert '10 stocks' in r.stdout and '600000.SH' not in r.stdout
     assert made['ten'].run_name.startswith('gru_2')        # several stocks: no symbol in the name (README)
     assert 'NaN' not in r.stdout and 'kind' not in lines[0]  # every run is plain regression: no kind column
     assert lines[0].split()[-4:] == ['best', 'mae', 'baseline', 'wins']
@@ -119,7 +119,7 @@ def test_show_prints_lists_readably_and_failures_in_one_line(runs, tmp_path):
     out, made = runs
     r = quantnb('runs', 'show', made['ten'].run_name, '--out_dir', str(out), home=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert 'stock_symbol: 10 stocks: 600000, 600036, 600519' in r.stdout
+    assert 'stock_symbol: 10 stocks: 600000.SH, 600036.SH, 600519.SH' in r.stdout
     assert "['" not in r.stdout and "{'" not in r.stdout
     assert 'test mae 0.0312 (best baseline train_mean 0.0309: baseline wins)' in r.stdout
     r = quantnb('runs', 'show', made['failed'].run_name, '--out_dir', str(out), home=tmp_path)

@@ -63,7 +63,7 @@ def test_bad_input_is_refused_before_anything_exists(tmp_path, args, message):
 
 def test_quantnb_out_is_where_runs_go(tmp_path):
     elsewhere = tmp_path / 'runs_here'
-    r = quantnb('train', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path,
+    r = quantnb('train', '--model', 'gru', '--symbols', '600519.SH', *QUICK, cwd=tmp_path,
                 env={'QUANTNB_OUT': str(elsewhere)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert not (tmp_path / 'out').exists() and len(runs(elsewhere)) == 1
@@ -84,7 +84,7 @@ def wait_for_status(path: Path, status: str, timeout=180):
 def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     e = {**os.environ, 'OMP_NUM_THREADS': '1'}
     e.pop('QUANTNB_OUT', None)
-    p = subprocess.Popen([QUANTNB, 'train', '--model', 'gru', '--symbols', '600519', '--epochs', '2', '--seq_len', '30',
+    p = subprocess.Popen([QUANTNB, 'train', '--model', 'gru', '--symbols', '600519.SH', '--epochs', '2', '--seq_len', '30',
                           '--progress', 'false', '--run_name', 'stopped'], cwd=tmp_path, env=e, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     run_dir = tmp_path / 'out' / 'stopped'
@@ -107,7 +107,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
 
 
 def test_resume_of_a_completed_run_is_refused_unless_it_asks_for_more_epochs(tmp_path):
-    r = quantnb('train', '--model', 'gru', '--symbols', '600519', '--patience', '0', *QUICK, '--run_name', 'done',
+    r = quantnb('train', '--model', 'gru', '--symbols', '600519.SH', '--patience', '0', *QUICK, '--run_name', 'done',
                 cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = tmp_path / 'out' / 'done'
@@ -128,7 +128,7 @@ def test_resume_of_a_completed_run_is_refused_unless_it_asks_for_more_epochs(tmp
 def test_a_run_killed_before_its_first_checkpoint_restarts_and_a_second_resume_is_refused(tmp_path):
     out = tmp_path / 'out'
     from quantnb.train.pipeline import TrainParams, TrainingRun
-    run = TrainingRun(TrainParams(model='gru', symbols='600519', epochs=1, seq_len=30, progress=False,
+    run = TrainingRun(TrainParams(model='gru', symbols='600519.SH', epochs=1, seq_len=30, progress=False,
                                   run_name='killed', out_dir=str(out)))
     manager = run.start()
     manager.update_status('training')        # as if killed -9 during the first epoch: no checkpoint, status training
@@ -161,7 +161,7 @@ def test_named_connection_keeps_the_password_out_of_parameters(tmp_path):
     r = quantnb('db', 'connect', 'research', url, cwd=tmp_path, env={'QUANTNB_HOME': str(home)})
     assert r.returncode == 0, r.stderr
     assert stat.S_IMODE((home / 'config').stat().st_mode) == 0o600
-    r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path,
+    r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519.SH', *QUICK, cwd=tmp_path,
                 env={'QUANTNB_HOME': str(home)})
     assert r.returncode == 0, r.stderr[-2000:]
     (meta,) = runs(tmp_path / 'out')
@@ -206,7 +206,7 @@ def test_named_connection_to_a_password_protected_mariadb(tmp_path, mysql_server
         env = {'QUANTNB_HOME': str(home)}
         r = quantnb('db', 'connect', 'research', db.replace('root@', f'{user}:{password}@'), cwd=tmp_path, env=env)
         assert r.returncode == 0 and password not in r.stdout + r.stderr, r.stderr
-        r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path, env=env)
+        r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519.SH', *QUICK, cwd=tmp_path, env=env)
         assert r.returncode == 0, r.stderr[-2000:]
         assert password not in r.stdout + r.stderr
         (meta,) = runs(tmp_path / 'out')

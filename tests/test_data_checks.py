@@ -18,13 +18,13 @@ def test_check_finds_a_split_zero_volume_and_a_short_history(empty_db_url, tmp_p
                     '600000,2022-01-04,100,105,98,102,1000\n600000,2022-01-05,10.2,10.6,10.1,10.4,0\n')
     import_file(path, empty_db_url)
     found = StockDataLoader(empty_db_url).check(min_rows=3)
-    assert sorted(found.problem) == ['few_rows', 'jump', 'zero_volume'] and set(found.symbol) == {'600000'}
+    assert sorted(found.problem) == ['few_rows', 'jump', 'zero_volume'] and set(found.symbol) == {'600000.SH'}
     assert (found.trade_date == pd.Timestamp('2022-01-05')).all()
 
 
 @pytest.fixture(scope='module')
 def bars():
-    return StockDataLoader().load_kline_data('600519')
+    return StockDataLoader().load_kline_data('600519.SH')
 
 
 def test_a_short_history_names_seq_len_not_zero_trading_days(bars):

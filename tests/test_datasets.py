@@ -13,7 +13,7 @@ from quantnb.data.features import compute_features
 
 @pytest.fixture(scope='module')
 def panel():
-    return StockDataLoader().load_many(['600519', '000001', '300750'])
+    return StockDataLoader().load_many(['600519.SH', '000001.SZ', '300750.SZ'])
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +25,7 @@ def bundle(panel):
 
 def test_future_returns_are_per_stock_and_exact(panel):
     t = make_targets(panel, horizon=3)
-    for sym in ['600519', '300750']:
+    for sym in ['600519.SH', '300750.SZ']:
         close = panel.loc[sym].close.to_numpy()
         got = t.loc[sym]
         np.testing.assert_allclose(got.fwd_ret_3.to_numpy()[:-3], close[3:] / close[:-3] - 1, rtol=1e-12)
@@ -142,14 +142,14 @@ def test_normalizer_round_trips_and_falls_back_for_unknown_symbols(panel, method
     symbols = features.index.get_level_values('symbol').to_numpy()
     rows = features.index.get_level_values('trade_date') < pd.Timestamp('2018-01-01')
     norm = Normalizer(method, per_symbol=True, clip=None).fit(features, rows, symbols)
-    assert '300750' not in norm.stats                                   # listed in 2018: no training rows
+    assert '300750.SZ' not in norm.stats                                   # listed in 2018: no training rows
     again = Normalizer.from_dict(norm.to_dict())
     np.testing.assert_array_equal(again.transform(features, symbols), norm.transform(features, symbols))
     z = norm.transform(features, symbols)
-    train_600519 = rows & (symbols == '600519')
+    train_600519 = rows & (symbols == '600519.SH')
     centre = np.median if method == 'robust' else np.mean
     np.testing.assert_allclose(centre(z[train_600519], axis=0), 0, atol=1e-4)
-    new_stock = symbols == '300750'
+    new_stock = symbols == '300750.SZ'
     pooled = (features[new_stock].to_numpy() - norm.stats['*']['center']) / norm.stats['*']['scale']
     np.testing.assert_allclose(z[new_stock], pooled, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match='normalization'):
@@ -157,7 +157,7 @@ def test_normalizer_round_trips_and_falls_back_for_unknown_symbols(panel, method
 
 
 def test_classification_bundle_reports_class_balance():
-    b = load_datasets('600519', seq_len=20, horizon=1, task='classification')
+    b = load_datasets('600519.SH', seq_len=20, horizon=1, task='classification')
     meta = b.meta()
     for s in SEGMENTS:
         bal = meta['segments'][s]['class_balance']
@@ -187,6 +187,6 @@ def test_bad_inputs(panel):
     with pytest.raises(ValueError, match='task'):
         build_datasets(panel, seq_len=20, task='ranking')
     with pytest.raises(ValueError, match='no training samples'):
-        build_datasets(panel.loc[['300750']], seq_len=200, split=Split('2018-09-01', '2020-01-01', 7))
+        build_datasets(panel.loc[['300750.SZ']], seq_len=200, split=Split('2018-09-01', '2020-01-01', 7))
     with pytest.raises(ValueError, match='C-contiguous float32'):
         WindowDataset(np.zeros((10, 3)), np.zeros(10), np.arange(5, 10), 3)

@@ -110,13 +110,13 @@ def test_db_import_refuses_changed_bars_and_replace_lists_them(empty_db_url, tmp
     assert 'volume stored 900, new 950' in r.stdout and '--replace' in r.stdout
     r = quantnb('db', 'import', '--url', empty_db_url, '--replace', str(later), home=tmp_path)
     assert r.returncode == 0 and '(1 new, 1 replaced, 1 unchanged)' in r.stdout
-    assert 'replaced 600000 2022-01-06 (line 3): volume 900 -> 950' in r.stdout
+    assert 'replaced 600000.SH 2022-01-06 (line 3): volume 900 -> 950' in r.stdout
 
 
 def test_db_info_shows_a_dash_for_a_code_without_a_name(empty_db_url, tmp_path):
     quantnb('db', 'import', '--url', empty_db_url, str(write(tmp_path / 'a.csv', [PLAIN_HEADER, *ROWS])), home=tmp_path)
     r = quantnb('db', 'info', '--url', empty_db_url, home=tmp_path)
-    line = next(l for l in r.stdout.splitlines() if l.startswith('600000'))
+    line = next(l for l in r.stdout.splitlines() if l.startswith('600000.SH'))
     assert r.returncode == 0 and 'NaN' not in r.stdout and 'None' not in line and line.split()[1] == '-'
 
 
@@ -126,12 +126,12 @@ def test_db_check_lists_jumps_zero_volume_and_short_histories(empty_db_url, tmp_
             '600000,2022-01-06,10.4,10.4,10.4,10.4,0,0,']               # a suspended day written as a bar
     r = quantnb('db', 'import', '--url', empty_db_url, str(write(tmp_path / 's.csv', [PLAIN_HEADER, *rows])),
                 home=tmp_path)
-    assert r.returncode == 0 and 'warning: 600000 2022-01-05: close 10.4 is -90%' in r.stdout
+    assert r.returncode == 0 and 'warning: 600000.SH 2022-01-05: close 10.4 is -90%' in r.stdout
     r = quantnb('db', 'check', '--url', empty_db_url, home=tmp_path)
     assert r.returncode == 1 and '3 suspicious' in r.stdout
     for expected in ['2022-01-05        jump', '2022-01-06 zero_volume', 'few_rows', 'only 3 bars']:
         assert expected in r.stdout, r.stdout
-    r = quantnb('db', 'check', '--url', empty_db_url, '--symbols', '000001', home=tmp_path)
+    r = quantnb('db', 'check', '--url', empty_db_url, '--symbols', '000001.SZ', home=tmp_path)
     assert r.returncode == 0 and 'no suspicious bars' in r.stdout
 
 
@@ -156,7 +156,7 @@ def _hold_write_lock(path):
     out)."""
     conn = sqlite3.connect(path, timeout=0, isolation_level=None)
     conn.execute('BEGIN EXCLUSIVE')
-    conn.execute("UPDATE stock_kline_data SET volume = volume + 1 WHERE symbol = '300750'")
+    conn.execute("UPDATE stock_kline_data SET volume = volume + 1 WHERE symbol = '300750.SZ'")
     return conn
 
 

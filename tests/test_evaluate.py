@@ -16,12 +16,12 @@ TINY = '{"hidden_size": 8, "num_layers": 1}'
 
 @pytest.fixture(scope='module')
 def bundle():
-    return load_datasets('600519', seq_len=30, horizon=5)
+    return load_datasets('600519.SH', seq_len=30, horizon=5)
 
 
 @pytest.fixture(scope='module')
 def small():
-    return load_datasets('600519', seq_len=30, horizon=5, start_date='2020-06-01', end_date='2021-06-30')
+    return load_datasets('600519.SH', seq_len=30, horizon=5, start_date='2020-06-01', end_date='2021-06-30')
 
 
 def noise(b, seed=0):
@@ -61,7 +61,7 @@ def test_a_test_set_too_small_to_say_anything_is_flagged(small):
 
 
 def test_classification_results_carry_an_accuracy_interval():
-    b = load_datasets('600519', seq_len=30, horizon=5, task='classification')
+    b = load_datasets('600519.SH', seq_len=30, horizon=5, task='classification')
     logits = np.random.default_rng(0).normal(size=(len(b.test), 3))
     m = evaluate_predictions(b, logits)['metrics']
     assert m['accuracy_ci95'][0] < m['accuracy'] < m['accuracy_ci95'][1] and 'ic_t' in m
@@ -110,11 +110,11 @@ def _overlapping_labels(fig):
 
 
 def test_predictions_plot_every_stock_with_readable_dates():
-    b = load_datasets(['600519', '000001', '600036'], seq_len=30, horizon=5)
+    b = load_datasets(['600519.SH', '000001.SZ', '600036.SH'], seq_len=30, horizon=5)
     fig = plot_predictions(predictions_record(b, noise(b)))
     assert len(fig.axes) == 6
     titles = [ax.get_title() for ax in fig.axes]
-    assert {t.split(':')[0] for t in titles} == {'600519', '000001', '600036'}
+    assert {t.split(':')[0] for t in titles} == {'600519.SH', '000001.SZ', '600036.SH'}
     assert any('compounded' in t for t in titles) and not _overlapping_labels(fig)
     few = plot_predictions(predictions_record(b, noise(b)), max_symbols=1)
     assert len(few.axes) == 2 and few._suptitle.get_text().startswith('1 of 3 stocks shown')
@@ -125,7 +125,7 @@ def test_date_labels_never_overlap_whatever_the_test_period(days):
     "A 40-day test period (a small dataset's) used to print seven full dates into each other."
     import pandas as pd
     dates = pd.bdate_range('2019-01-02', periods=days)
-    record = {'dates': [f'{d:%Y-%m-%d}' for d in dates], 'symbols': ['600519'] * days,
+    record = {'dates': [f'{d:%Y-%m-%d}' for d in dates], 'symbols': ['600519.SH'] * days,
               'predictions': [[0.01]] * days, 'truths': [[0.02]] * days}
     assert not _overlapping_labels(plot_predictions(record))
 
@@ -140,7 +140,7 @@ def test_the_direction_confusion_is_the_metric_it_sits_beside(bundle):
 
 def test_a_small_run_warns_in_its_log_its_output_and_its_results(tmp_path, capsys):
     from quantnb.train.pipeline import run_training
-    run_training(model='gru', symbols='600519', seq_len=30, epochs=1, start_date='2020-01-01', end_date='2021-06-30',
+    run_training(model='gru', symbols='600519.SH', seq_len=30, epochs=1, start_date='2020-01-01', end_date='2021-06-30',
                  out_dir=str(tmp_path), run_name='small', progress=False, model_kwargs=TINY)
     run = tmp_path / 'small'
     results = json.loads((run / 'results' / 'eval_results.json').read_text())

@@ -14,7 +14,7 @@ def loader(): return StockDataLoader()
 
 
 @pytest.fixture(scope='module')
-def moutai(loader): return loader.load_kline_data('600519').iloc[:420]
+def moutai(loader): return loader.load_kline_data('600519.SH').iloc[:420]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -36,8 +36,8 @@ def test_causality_check_catches_a_shift_minus_one(moutai):
         del FEATURES['leak']
 
 
-@pytest.mark.parametrize('symbol', ['000001', '000002', '000333', '000858', '002415', '300750', '600036', '600276',
-                                    '600519', '601318'])
+@pytest.mark.parametrize('symbol', ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ', '600036.SH', '600276.SH',
+                                    '600519.SH', '601318.SH'])
 def test_features_identical_on_forward_and_backward_adjusted_bars(loader, symbol):
     qfq = compute_features(loader.load_kline_data(symbol, adjust='qfq'))
     hfq = compute_features(loader.load_kline_data(symbol, adjust='hfq'))
@@ -69,9 +69,9 @@ def test_all_features_finite_after_warmup_on_every_sample_stock(loader):
 
 
 def test_panel_equals_stock_by_stock(loader):
-    panel = compute_features(loader.load_many(['600519', '000001']), 'ta45')
-    alone = compute_features(loader.load_kline_data('000001'), 'ta45')
-    pd.testing.assert_frame_equal(panel.loc['000001'], alone)
+    panel = compute_features(loader.load_many(['600519.SH', '000001.SZ']), 'ta45')
+    alone = compute_features(loader.load_kline_data('000001.SZ'), 'ta45')
+    pd.testing.assert_frame_equal(panel.loc['000001.SZ'], alone)
 
 
 def test_warmup_rows_are_dropped_not_filled(moutai):

@@ -58,7 +58,7 @@ BAD_FILES = {
     'text in a number':    ([PLAIN_HEADER, '600000,2022-01-07,10.5,10.8,10.4,10.6,lots,10600,10.5'],
                             2, 'volume', "'lots' is not a number"),
     'duplicate date':      ([PLAIN_HEADER, *GOOD_ROWS, GOOD_ROWS[1]],
-                            5, 'trade_date', 'duplicate date 2022-01-05 for 600000 (first on line 3)'),
+                            5, 'trade_date', 'duplicate date 2022-01-05 for 600000.SH (first on line 3)'),
     'bad symbol':          ([PLAIN_HEADER, 'AAPL,2022-01-07,10.5,10.8,10.4,10.6,1000,10600,10.5'],
                             2, 'symbol', "'AAPL' is not an A-share code"),
     'infinite value':      ([PLAIN_HEADER, '600000,2022-01-07,10.5,inf,10.4,10.6,1000,10600,10.5'],
@@ -132,7 +132,7 @@ def test_good_file_next_to_a_bad_one_is_still_imported(empty_db_url, tmp_path):
     results = import_paths([bad, SAMPLE_DIR / 'sz300750.csv.gz'], empty_db_url)
     assert [r.ok for r in results] == [False, True]
     assert 'line 2' in results[0].error and results[1].rows == 877
-    assert StockDataLoader(empty_db_url).list_symbols() == ['300750']
+    assert StockDataLoader(empty_db_url).list_symbols() == ['300750.SZ']
 
 
 # --- upsert semantics ---------------------------------------------------------------------------------
@@ -161,21 +161,21 @@ def test_a_file_that_changes_stored_bars_is_refused_unless_replace(db_with_rows,
     assert table_dump(db_with_rows) == before
     result = import_file(path, db_with_rows, replace=True)
     assert (result.rows, result.new_rows, result.changed_rows, result.unchanged_rows) == (3, 1, 1, 1)
-    assert result.replaced == ['600000 2022-01-06 (line 3): volume 900 -> 950']
+    assert result.replaced == ['600000.SH 2022-01-06 (line 3): volume 900 -> 950']
     assert '1 new, 1 replaced, 1 unchanged' in str(result)
     assert len(table_dump(db_with_rows)) == 4
-    bars = StockDataLoader(db_with_rows).load_kline_data('600000', adjust=None)
+    bars = StockDataLoader(db_with_rows).load_kline_data('600000.SH', adjust=None)
     assert bars.volume.tolist() == [1000, 1200, 950, 1000]
 
 
 def test_a_file_without_optional_columns_keeps_stored_values(empty_db_url, tmp_path):
     import_file(SAMPLE_DIR / 'sz300750.csv.gz', empty_db_url)
-    before = StockDataLoader(empty_db_url).load_kline_data('300750', adjust=None).iloc[-1]
+    before = StockDataLoader(empty_db_url).load_kline_data('300750.SZ', adjust=None).iloc[-1]
     last = read_kline_csv(SAMPLE_DIR / 'sz300750.csv.gz').iloc[-1]
     minimal = f'300750,{last.trade_date:%Y-%m-%d},{last.open},{last.high},{last.low},{last.close},{last.volume}'
     import_file(write(tmp_path / 'minimal.csv', ['symbol,trade_date,open,high,low,close,volume', minimal]),
                 empty_db_url)
-    after = StockDataLoader(empty_db_url).load_kline_data('300750', adjust=None).iloc[-1]
+    after = StockDataLoader(empty_db_url).load_kline_data('300750.SZ', adjust=None).iloc[-1]
     pd.testing.assert_series_equal(before, after)
     assert after.total_market_cap > 0 and after.pre_close > 0
 
@@ -253,7 +253,7 @@ def test_a_date_column_is_read_as_trade_date(empty_db_url, tmp_path):
     path = write(tmp_path / 'dated.csv', [PLAIN_HEADER.replace('trade_date', 'date'), *GOOD_ROWS])
     result = import_file(path, empty_db_url)
     assert (result.rows, result.new_rows) == (3, 3)
-    assert StockDataLoader(empty_db_url).load_kline_data('600000', adjust=None).index[0] == pd.Timestamp('2022-01-04')
+    assert StockDataLoader(empty_db_url).load_kline_data('600000.SH', adjust=None).index[0] == pd.Timestamp('2022-01-04')
 
 
 @pytest.mark.parametrize('symbol', ['６００５１９', '\u0666\u0660\u0660\u0665\u0661\u0669', 'sh６００５１９', 'AAPL'])
@@ -276,7 +276,7 @@ def test_a_damaged_gzip_fails_that_file_alone(empty_db_url, tmp_path, damage):
     results = import_paths([bad, SAMPLE_DIR / 'sz300750.csv.gz'], empty_db_url)
     assert [r.ok for r in results] == [False, True]
     assert str(bad) in results[0].error and 'truncated or corrupt' in results[0].error
-    assert StockDataLoader(empty_db_url).list_symbols() == ['300750']
+    assert StockDataLoader(empty_db_url).list_symbols() == ['300750.SZ']
 
 
 def test_chunks_keep_line_numbers_duplicates_and_all_or_nothing(empty_db_url, tmp_path):
@@ -312,8 +312,8 @@ def test_an_unadjusted_split_is_imported_with_a_warning_naming_the_date(empty_db
     with caplog.at_level('WARNING', logger='quantnb.data.importer'):
         result = import_file(write(tmp_path / 'split.csv', [PLAIN_HEADER, *rows]), empty_db_url)
     assert result.ok and result.rows == 3
-    assert len(result.warnings) == 1 and result.warnings[0].startswith('600000 2022-01-05: close 10.4 is -90%')
-    assert '2022-01-05' in caplog.text and 'warning: 600000 2022-01-05' in str(result)
+    assert len(result.warnings) == 1 and result.warnings[0].startswith('600000.SH 2022-01-05: close 10.4 is -90%')
+    assert '2022-01-05' in caplog.text and 'warning: 600000.SH 2022-01-05' in str(result)
     adjusted = '600000,2022-01-05,10.2,10.6,10.1,10.4,12000,124800,10.2'   # the exchange's ex-rights pre_close: fine
     ok = import_file(write(tmp_path / 'ok.csv', [PLAIN_HEADER, rows[0], adjusted]), empty_db_url, replace=True)
     assert ok.warnings == []

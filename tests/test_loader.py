@@ -7,7 +7,7 @@ from quantnb.core import SAMPLE_DIR
 from quantnb.data.db import (DatabaseNotInitialisedError, EmptyRangeError, StockDataLoader, UnknownSymbolError)
 from quantnb.data.importer import read_kline_csv
 
-SAMPLE_SYMBOLS = ['000001', '000002', '000333', '000858', '002415', '300750', '600036', '600276', '600519', '601318']
+SAMPLE_SYMBOLS = ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ', '600036.SH', '600276.SH', '600519.SH', '601318.SH']
 
 
 @pytest.fixture(scope='module')
@@ -21,7 +21,7 @@ def test_lists_the_sample_symbols(loader):
 
 def test_raw_bars_round_trip_exactly(loader):
     "What comes out of the database (raw) is exactly what the vendor file holds."
-    stored = loader.load_kline_data('600519', adjust=None)
+    stored = loader.load_kline_data('600519.SH', adjust=None)
     source = read_kline_csv(SAMPLE_DIR / 'sh600519.csv.gz').set_index('trade_date').drop(columns='symbol')
     assert stored.index.name == 'trade_date' and isinstance(stored.index, pd.DatetimeIndex)
     assert stored.index.is_monotonic_increasing and stored.index.is_unique
@@ -32,26 +32,26 @@ def test_raw_bars_round_trip_exactly(loader):
 @pytest.mark.parametrize('spelling', ['600519', 'sh600519', 'SH600519', '600519.SH', ' 600519 ', 600519])
 def test_symbol_spellings_are_equivalent(loader, spelling):
     got = loader.load_kline_data(spelling, '2021-06-01', '2021-06-30', adjust=None)
-    assert len(got) == 21 and got.attrs['symbol'] == '600519'
+    assert len(got) == 21 and got.attrs['symbol'] == '600519.SH'
 
 
 def test_date_range_is_inclusive_and_accepts_many_forms(loader):
-    a = loader.load_kline_data('000001', '2021-01-04', '2021-01-08', adjust=None)
+    a = loader.load_kline_data('000001.SZ', '2021-01-04', '2021-01-08', adjust=None)
     assert list(a.index.strftime('%Y-%m-%d')) == ['2021-01-04', '2021-01-05', '2021-01-06', '2021-01-07', '2021-01-08']
-    b = loader.load_kline_data('000001', pd.Timestamp('2021-01-04'), '20210108', adjust=None)
+    b = loader.load_kline_data('000001.SZ', pd.Timestamp('2021-01-04'), '20210108', adjust=None)
     pd.testing.assert_frame_equal(a, b)
 
 
 def test_weekend_only_range_is_an_empty_range_error(loader):
     with pytest.raises(EmptyRangeError,
-                       match=r'000001 has no bars between 2021-01-02 and 2021-01-03; stored range is '
+                       match=r'000001.SZ has no bars between 2021-01-02 and 2021-01-03; stored range is '
                        r'2010-01-04\.\.2022-01-14'):
-        loader.load_kline_data('000001', '2021-01-02', '2021-01-03')
+        loader.load_kline_data('000001.SZ', '2021-01-02', '2021-01-03')
 
 
 def test_unknown_symbol_names_it(loader):
-    with pytest.raises(UnknownSymbolError, match="'688981'"):
-        loader.load_kline_data('688981')
+    with pytest.raises(UnknownSymbolError, match="'688981.SH'"):
+        loader.load_kline_data('688981.SH')
 
 
 @pytest.mark.parametrize('hostile', ["x' OR 1=1 --", "600519' OR '1'='1", "600519; DROP TABLE stock_kline_data; --",
@@ -71,13 +71,13 @@ def test_hostile_symbols_are_just_unknown(loader, sample_db_url, hostile):
 ])
 def test_bad_arguments_are_clear_errors(loader, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        loader.load_kline_data('600519', **kwargs)
+        loader.load_kline_data('600519.SH', **kwargs)
 
 
 def test_load_many_indexes_by_symbol_and_date(loader):
-    df = loader.load_many(['sz000001', '600519', '600519'], '2021-01-01', '2021-12-31')
+    df = loader.load_many(['sz000001', '600519.SH', '600519.SH'], '2021-01-01', '2021-12-31')
     assert list(df.index.names) == ['symbol', 'trade_date']
-    assert df.index.get_level_values('symbol').unique().tolist() == ['000001', '600519']
+    assert df.index.get_level_values('symbol').unique().tolist() == ['000001.SZ', '600519.SH']
     assert df.index.is_unique and df.index.is_monotonic_increasing
     assert df.groupby(level='symbol').size().tolist() == [243, 243]
 
@@ -89,15 +89,15 @@ def test_load_many_defaults_to_every_symbol(loader):
 
 
 def test_load_many_reports_every_unknown_symbol(loader):
-    with pytest.raises(UnknownSymbolError, match="'999998', '999999'"):
-        loader.load_many(['600519', '999998', '999999'])
+    with pytest.raises(UnknownSymbolError, match="'999998.SH', '999999.SH'"):
+        loader.load_many(['600519.SH', '999998.SH', '999999.SH'])
 
 
 # --- price adjustment on Kweichow Moutai's real dividends -------------------------------------------------
 
 @pytest.fixture(scope='module')
 def moutai(loader):
-    return {a: loader.load_kline_data('600519', adjust=a) for a in (None, 'qfq', 'hfq')}
+    return {a: loader.load_kline_data('600519.SH', adjust=a) for a in (None, 'qfq', 'hfq')}
 
 
 def test_600519_has_real_ex_dividend_days(moutai):
@@ -135,30 +135,30 @@ def test_forward_keeps_latest_price_backward_keeps_first(moutai):
 @pytest.mark.parametrize('adjust', ['qfq', 'hfq'])
 @pytest.mark.parametrize('start, end', [('2015-01-01', '2015-12-31'), ('2019-07-01', None), (None, '2012-06-30')])
 def test_ranged_adjusted_load_is_a_slice_of_the_full_load(loader, moutai, adjust, start, end):
-    part = loader.load_kline_data('600519', start, end, adjust=adjust)
+    part = loader.load_kline_data('600519.SH', start, end, adjust=adjust)
     full = moutai[adjust].loc[start:end]
     pd.testing.assert_frame_equal(part, full, check_freq=False, rtol=1e-12)
 
 
 def test_adjustment_is_per_symbol(loader):
-    both = loader.load_many(['000001', '600519'], adjust='qfq')
-    for sym in ['000001', '600519']:
+    both = loader.load_many(['000001.SZ', '600519.SH'], adjust='qfq')
+    for sym in ['000001.SZ', '600519.SH']:
         alone = loader.load_kline_data(sym, adjust='qfq')
         np.testing.assert_allclose(both.loc[sym].close, alone.close, rtol=1e-12)
 
 
 def test_basic_info_keeps_chinese_names_and_dates(loader):
-    info = loader.load_basic_info(['600519', 'sz300750'])
-    assert info.loc['600519', 'name'] == '贵州茅台' and info.loc['300750', 'market'] == '创业板'
-    assert info.loc['600519', 'exchange'] == 'SH'
-    assert info.loc['300750', 'list_date'] == pd.Timestamp('2018-06-11')
+    info = loader.load_basic_info(['600519.SH', 'sz300750'])
+    assert info.loc['600519.SH', 'name'] == '贵州茅台' and info.loc['300750.SZ', 'market'] == '创业板'
+    assert info.loc['600519.SH', 'exchange'] == 'SH'
+    assert info.loc['300750.SZ', 'list_date'] == pd.Timestamp('2018-06-11')
     assert len(loader.load_basic_info()) == 10
 
 
 def test_summary_counts_rows_and_dates(loader):
     s = loader.summary()
-    assert s.rows.sum() == 25722 and s.loc['300750', 'first_date'] == pd.Timestamp('2018-06-11')
-    assert s.loc['600519', 'name'] == '贵州茅台'
+    assert s.rows.sum() == 25722 and s.loc['300750.SZ', 'first_date'] == pd.Timestamp('2018-06-11')
+    assert s.loc['600519.SH', 'name'] == '贵州茅台'
 
 
 def test_an_empty_database_says_how_to_initialise_it(tmp_path):

@@ -45,7 +45,7 @@ def _id(v): return v[0] + ''.join(f'-{k}={v}' for k, v in v[1].items())
 def sample():
     "Scale-free inputs from 600519's real bars, 60-day windows, regression and classification targets."
     from quantnb.data.db import StockDataLoader
-    bars = StockDataLoader().load_kline_data('600519')
+    bars = StockDataLoader().load_kline_data('600519.SH')
     prev = bars['close'].shift(1)
     feats = np.stack([np.log(bars[c] / prev) / 0.02 for c in ('close', 'open', 'high', 'low')]
                      + [np.log(bars['volume'] / bars['volume'].shift(1)) / 0.5], -1)[1:]

@@ -54,7 +54,7 @@ def two_stage(home, out):
 @pytest.fixture(scope='module')
 def plain(home, out):
     "A tiny GRU regression run, trained in this process; tests that damage its files work on copies."
-    run = run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
+    run = run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
                        run_name='plain', progress=False)
     return run.manager.run_name
 
@@ -79,7 +79,7 @@ def test_two_stage_runs_show_predict_and_verify(two_stage, home, out):
     assert columns.split()[:5] == ['date', 'close', 'position', 'p_position', 'expected_position']
     assert 'stage1_ret_1d' in columns and 'stage1_ret_7d' in columns
     values = row.split()
-    assert values[:2] == ['600519', '2022-01-14'] and 0 <= float(values[3]) <= 1
+    assert values[:2] == ['600519.SH', '2022-01-14'] and 0 <= float(values[3]) <= 1
 
     r = quantnb('verify', two_stage, home=home, out=out)
     assert r.returncode in (0, 1) and not r.stderr.strip(), r.stderr
@@ -173,7 +173,7 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
     with sqlite3.connect(sqlite_sample_url.removeprefix('sqlite:///')) as src, sqlite3.connect(db) as dst:
         src.backup(dst)   # the sample is in WAL mode: a file copy can miss what is still in its -wal file
     url = f'sqlite:///{db}'
-    run = run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
+    run = run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
                        run_name='elsewhere', db_url=url, progress=False)
     assert run.manager.metadata['data_source'] == url
     r = quantnb('predict', 'elsewhere', home=home, out=out)
@@ -182,7 +182,7 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
 
     r = quantnb('predict', 'elsewhere', '--symbols', '600519,000001', home=home, out=out)   # a stock it never saw
     assert r.returncode == 0
-    assert r.stderr.strip() == ('warning: run elsewhere never saw 000001 in training (trained on 600519): '
+    assert r.stderr.strip() == ('warning: run elsewhere never saw 000001.SZ in training (trained on 600519.SH): '
                                 'its prediction there is an extrapolation')
 
     default = f'sqlite:///{home / "quantnb.sqlite"}'
@@ -205,7 +205,7 @@ def test_predict_reads_the_database_the_run_was_trained_on(home, out, tmp_path, 
 def test_predict_on_a_mysql_run_reads_mysql_without_being_told(home, out, mysql_sample_url):
     "The first-hour report: a run trained on MariaDB, `quantnb predict` with QUANTNB_DB_URL unset, read the sample."
     from quantnb.core import mask_url
-    run_training(model='gru', symbols='600519', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
+    run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=30, model_kwargs=TINY_GRU, out_dir=str(out),
                  run_name='on_mysql', db_url=mysql_sample_url, progress=False)
     r = quantnb('predict', 'on_mysql', home=home, out=out)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr

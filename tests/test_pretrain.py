@@ -78,7 +78,7 @@ def test_every_backbone_of_the_zoo_pretrains(name):
 
 def test_masked_windows_pack_a_fresh_mask_each_time():
     from quantnb.data.datasets import load_datasets
-    bundle = load_datasets('600519', seq_len=30, horizon=7)
+    bundle = load_datasets('600519.SH', seq_len=30, horizon=7)
     ds = MaskedWindows(bundle.train, 0.2, 'random')
     torch.manual_seed(0)
     (a, a2), (b, _) = ds[3], ds[3]

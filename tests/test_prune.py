@@ -37,7 +37,7 @@ pytestmark = pytest.mark.usefixtures('one_torch_thread')
 @pytest.fixture(scope='module')
 def bundle():
     from quantnb.data.datasets import load_datasets
-    return load_datasets('600519', seq_len=SEQ_LEN, horizon=7)
+    return load_datasets('600519.SH', seq_len=SEQ_LEN, horizon=7)
 
 
 @pytest.fixture(scope='module')
@@ -344,7 +344,7 @@ def test_structured_run_is_saved_smaller_and_reloads(tmp_path, method):
     assert count_parameters(state1) == count_parameters(model)
     dense = load_pruned_model(d, 0)
     assert count_parameters(dense) == run.dense_parameters
-    preds = PredictionEngine(d).predict('600519')        # the pruned run serves predictions like any other
+    preds = PredictionEngine(d).predict('600519.SH')        # the pruned run serves predictions like any other
     assert preds.shape[0] == 1 and np.isfinite(preds.filter(like='ret_').to_numpy()).all()
     if method == 'rsst':
         r = run.states[1]['rsst']
@@ -359,7 +359,7 @@ def test_pretrained_initialisation_is_verified_before_pruning_rewinds_to_it(tmp_
     from quantnb.train.pipeline import run_training
     from quantnb.transfer import PretrainedCheckError
     out = tmp_path / 'out'
-    source = dict(model='gru', symbols='600519', seq_len=SEQ_LEN, batch_size=128, progress=False, out_dir=str(out),
+    source = dict(model='gru', symbols='600519.SH', seq_len=SEQ_LEN, batch_size=128, progress=False, out_dir=str(out),
                   model_kwargs=json.dumps(TINY['gru']), patience=0)
     untrained = run_training(epochs=1, lr=1e-9, **source).manager.run_dir      # "pretrained" in name only
     trained = run_training(epochs=3, lr=1e-2, **source).manager.run_dir

@@ -11,7 +11,7 @@ from quantnb.train.pipeline import run_training
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('out')
-    return run_training(model='gru', symbols='600519', epochs=2, seq_len=30, out_dir=str(out), progress=False,
+    return run_training(model='gru', symbols='600519.SH', epochs=2, seq_len=30, out_dir=str(out), progress=False,
                         checkpoint_every=1)
 
 
@@ -25,7 +25,7 @@ def test_a_finished_run_has_the_full_run_tree(finished_run):
                 'logs/training.log', 'logs/metrics.json', 'results/eval_results.json', 'results/predictions.json',
                 'plots/loss_curves.png', 'plots/predictions.png', 'plots/direction_confusion.png']:
         assert (d / rel).is_file(), rel
-    assert d.name.startswith('600519_gru_') and len(d.name) == len('600519_gru_20250119_143025')
+    assert d.name.startswith('600519.SH_gru_') and len(d.name) == len('600519.SH_gru_20250119_143025')
 
 
 def test_json_files_carry_the_documented_keys(finished_run):
@@ -74,18 +74,18 @@ def test_checkpoints_hold_the_full_training_state_and_load_weights_only(finished
 
 def test_names_stay_unique_within_one_second(tmp_path):
     managers = []
-    threads = [threading.Thread(target=lambda: managers.append(TrainingManager('600519', 'gru',
+    threads = [threading.Thread(target=lambda: managers.append(TrainingManager('600519.SH', 'gru',
                                                                                tmp_path))) for _ in range(12)]
     for t in threads: t.start()
     for t in threads: t.join()
     names = [m.run_name for m in managers]
     assert len(set(names)) == 12 and len(list(tmp_path.iterdir())) == 12
     with pytest.raises(FileExistsError):
-        TrainingManager('600519', 'gru', tmp_path, run_name=names[0])   # never overwrite a run
+        TrainingManager('600519.SH', 'gru', tmp_path, run_name=names[0])   # never overwrite a run
 
 
 def test_a_crash_while_writing_leaves_the_previous_version_whole(tmp_path, monkeypatch):
-    m = TrainingManager('600519', 'gru', tmp_path)
+    m = TrainingManager('600519.SH', 'gru', tmp_path)
     model, opt = torch.nn.Linear(3, 1), None
     m.save_checkpoint(model, opt, 1, {'val_loss': 1.0})
     before = (m.run_dir / 'checkpoints/checkpoint-1/pytorch_model.bin').read_bytes()
@@ -102,7 +102,7 @@ def test_a_crash_while_writing_leaves_the_previous_version_whole(tmp_path, monke
 
 
 def test_statuses_move_forward_and_failures_keep_the_error(tmp_path):
-    m = TrainingManager(['600519', '000001'], 'lstm', tmp_path)
+    m = TrainingManager(['600519.SH', '000001.SZ'], 'lstm', tmp_path)
     assert m.run_name.startswith('lstm_')                                  # several symbols: no symbol in the name
     with pytest.raises(ValueError, match="cannot go from 'initialized' to 'completed'"):
         m.update_status('completed')
@@ -116,10 +116,10 @@ def test_statuses_move_forward_and_failures_keep_the_error(tmp_path):
 def test_failing_training_marks_the_run_failed_and_raises(tmp_path):
     # a code the database lacks: refused before a run exists
     with pytest.raises(ValueError, match='no daily bars for 688981'):
-        run_training(model='gru', symbols='688981', epochs=1, out_dir=str(tmp_path), progress=False)
+        run_training(model='gru', symbols='688981.SH', epochs=1, out_dir=str(tmp_path), progress=False)
     assert TrainingManager.list_runs(tmp_path) == []
     with pytest.raises(ValueError, match='no_such_run'):                # fails once the run has started
-        run_training(model='gru', symbols='600519', epochs=1, seq_len=30, pretrained='no_such_run',
+        run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=30, pretrained='no_such_run',
                      out_dir=str(tmp_path), progress=False)
     (meta,) = TrainingManager.list_runs(tmp_path)
     assert meta['status'] == 'failed' and 'no_such_run' in meta['error']
@@ -128,7 +128,7 @@ def test_failing_training_marks_the_run_failed_and_raises(tmp_path):
 
 def test_passwords_are_masked_in_everything_written(tmp_path):
     url = 'mysql+pymysql://quant:hunter2@db.example:3306/kline'
-    m = TrainingManager('600519', 'gru', tmp_path, data_source=url)
+    m = TrainingManager('600519.SH', 'gru', tmp_path, data_source=url)
     m.save_config({'db_url': url, 'nested': {'urls': [url]}})
     m.save_training_log(f'connecting to {url}')
     m.update_status('failed', error=f'OperationalError: could not reach {url}')
@@ -138,7 +138,7 @@ def test_passwords_are_masked_in_everything_written(tmp_path):
 
 def test_listing_and_comparing(finished_run, tmp_path_factory):
     out = finished_run.manager.output_dir
-    other = run_training(model='lstm', symbols='600519', epochs=1, seq_len=30, out_dir=str(out), progress=False)
+    other = run_training(model='lstm', symbols='600519.SH', epochs=1, seq_len=30, out_dir=str(out), progress=False)
     table = runs_table(out, sort_by='mae')
     assert set(table.run_name) == {finished_run.manager.run_name, other.manager.run_name}
     assert table.mae.is_monotonic_increasing
@@ -156,7 +156,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path, damage):
     "Resume reads the latest checkpoint: a truncated file or a pickle of more than tensors is refused, naming it."
     import pickle, torch
     from quantnb.train.runs import CheckpointReadError
-    m = TrainingManager('600519', 'gru', output_dir=tmp_path / 'out')
+    m = TrainingManager('600519.SH', 'gru', output_dir=tmp_path / 'out')
     net = torch.nn.Linear(2, 1)
     path = m.save_checkpoint(net, torch.optim.AdamW(net.parameters()), 1, {'val_loss': 1.0}) / 'pytorch_model.bin'
     if damage == 'truncated': path.write_bytes(path.read_bytes()[:100])

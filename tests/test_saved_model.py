@@ -59,7 +59,7 @@ def test_a_record_round_trips_and_is_the_file(stage1, out):
     assert (record.run_name, record.weights_sha256, record.kind) == ('stage1', sha256_file(weights), 'price')
     assert record.created_at == stage1.manager.metadata['created_at']
     assert record.feature_names == list(stage1.bundle.feature_names) and record.seq_len == 30
-    assert record.flat_threshold == 0.005 and record.symbols == ['000001', '600519']
+    assert record.flat_threshold == 0.005 and record.symbols == ['000001.SZ', '600519.SH']
     model, again = load_saved_model(stage1.manager)
     assert again == record and not model.training
     saved = torch.load(weights, weights_only=True)
@@ -116,7 +116,7 @@ def test_two_stage_runs_show_predict_and_verify(two, out, capsys):
     assert cli.main(['predict', 'two', '--out_dir', str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1].split()[:5] == ['date', 'close', 'position', 'p_position', 'expected_position']
-    assert {row.split()[0] for row in lines[3:]} == {'000001', '600519'}
+    assert {row.split()[0] for row in lines[3:]} == {'000001.SZ', '600519.SH'}
     assert all(0 <= float(row.split()[3]) <= 1 for row in lines[3:])
 
     code = cli.main(['verify', 'two', '--out_dir', str(out)])

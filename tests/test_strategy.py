@@ -232,34 +232,34 @@ def stage1(out_dir):
 
 
 def test_features_match_the_runs_own_windows_and_are_cached(stage1, out_dir, monkeypatch):
-    frame = extract_features('stage1', '600519', output_dir=out_dir)
+    frame = extract_features('stage1', '600519.SH', output_dir=out_dir)
     assert frame.shape[1] == 16 and frame.index.names == ['symbol', 'trade_date']
     assert frame.index.is_monotonic_increasing
     # the stage-1 dataset's test windows, through the feature head, give the same rows
     b = stage1.bundle
     idx = b.sample_index('test')
     engine = load_stage1('stage1', output_dir=out_dir)
-    sel = np.flatnonzero(idx.symbol.to_numpy() == '600519')[::40]
+    sel = np.flatnonzero(idx.symbol.to_numpy() == '600519.SH')[::40]
     x = torch.stack([b.test[i][0] for i in sel])
     with torch.no_grad(): direct = StrategyFeatureHead(engine.model).eval()(x).numpy()
-    assert np.allclose(direct, frame.loc[[('600519', d) for d in idx.date.iloc[sel]]].to_numpy(), atol=1e-5)
+    assert np.allclose(direct, frame.loc[[('600519.SH', d) for d in idx.date.iloc[sel]]].to_numpy(), atol=1e-5)
     # a second call reads the cache and never recomputes
     monkeypatch.setattr(two_stage, 'compute_stage1_features', recomputing)
-    again = extract_features('stage1', ['600519'], output_dir=out_dir)
+    again = extract_features('stage1', ['600519.SH'], output_dir=out_dir)
     pd.testing.assert_frame_equal(again, frame)
     sidecar = next((stage1.manager.run_dir / 'features').glob('pooled-*.json'))
     key = json.loads(sidecar.read_text())
-    assert key['symbols'] == ['600519'] and key['stage1_run'] == 'stage1' and key['rows'] == len(frame)
+    assert key['symbols'] == ['600519.SH'] and key['stage1_run'] == 'stage1' and key['rows'] == len(frame)
     assert feature_cache_path(stage1.manager,
                               {k: v for k, v in key.items() if k not in ('rows', 'd')}) == sidecar.with_suffix('.npz')
     with pytest.raises(RuntimeError, match='recomputed'):                # another range is another key
-        extract_features('stage1', '600519', start='2020-01-01', output_dir=out_dir)
+        extract_features('stage1', '600519.SH', start='2020-01-01', output_dir=out_dir)
 
 
 def test_feature_kinds_and_date_ranges(stage1, out_dir):
-    h = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='head_hidden',
+    h = extract_features('stage1', '000001.SZ', start='2021-01-04', end='2021-03-31', kind='head_hidden',
                          output_dir=out_dir)
-    p = extract_features('stage1', '000001', start='2021-01-04', end='2021-03-31', kind='pooled_price',
+    p = extract_features('stage1', '000001.SZ', start='2021-01-04', end='2021-03-31', kind='pooled_price',
                          output_dir=out_dir)
     assert h.shape[1] == 16 and p.shape[1] == 16 + 7 and len(h) == len(p)
     dates = h.index.get_level_values(1)
@@ -267,16 +267,16 @@ def test_feature_kinds_and_date_ranges(stage1, out_dir):
     # pooled_price ends with the price head's predictions: the run's own test predictions on those days
     rec = json.loads((stage1.manager.run_dir / 'results' / 'predictions.json').read_text())
     pred = {(s, d): v for s, d, v in zip(rec['symbols'], rec['dates'], rec['predictions'])}
-    days = [d for d in dates if ('000001', f'{d:%Y-%m-%d}') in pred]
+    days = [d for d in dates if ('000001.SZ', f'{d:%Y-%m-%d}') in pred]
     assert days
-    got = p.loc[[('000001', d) for d in days]].to_numpy()[:, -7:]
-    assert np.allclose(got, [pred[('000001', f'{d:%Y-%m-%d}')] for d in days], atol=1e-5)
+    got = p.loc[[('000001.SZ', d) for d in days]].to_numpy()[:, -7:]
+    assert np.allclose(got, [pred[('000001.SZ', f'{d:%Y-%m-%d}')] for d in days], atol=1e-5)
     with pytest.raises(ValueError, match='feature kind'): extract_features('stage1', kind='attention',
                                                                            output_dir=out_dir)
 
 
 def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
-    extract_features('stage1', ['000001', '600519'], output_dir=out_dir)      # warm the cache run_two_stage will use
+    extract_features('stage1', ['000001.SZ', '600519.SH'], output_dir=out_dir)      # warm the cache run_two_stage will use
     monkeypatch.setattr(two_stage, 'compute_stage1_features', recomputing)
     runs_before = {m['run_name'] for m in TrainingManager.list_runs(out_dir)}
     two = run_two_stage(stage1_run='stage1', symbols='', out_dir=str(out_dir), strategy_epochs=2, window_days=10,
@@ -289,13 +289,13 @@ def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
                 'checkpoints/best/pytorch_model.bin',
                 'checkpoints/checkpoint-2/pytorch_model.bin', 'logs/metrics.json', 'results/backtest.json',
                 'results/eval_results.json',
-                'plots/backtest.png', 'plots/backtest_600519.png', 'plots/backtest_000001.png',
+                'plots/backtest.png', 'plots/backtest_600519.SH.png', 'plots/backtest_000001.SZ.png',
                 'plots/loss_curves.png']:
         assert (d / rel).is_file(), rel
     assert m.metadata['status'] == 'completed' and m.metadata['model_type'] == 'strategy_gru'
     config = m.load_config()
     assert config['stage1_run'] == 'stage1' and config['stage1_model'] == 'enhanced_transformer'
-    assert sorted(config['symbols']) == ['000001', '600519']
+    assert sorted(config['symbols']) == ['000001.SZ', '600519.SH']
     # train and validation windows never reach the test split; the backtest covers exactly its days
     data, split = two.data, two.data.split
     test_start = np.datetime64(split.test_start, 'ns')
@@ -308,7 +308,7 @@ def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
     bt = json.loads((d / 'results' / 'backtest.json').read_text())
     assert min(bt['daily']['dates']) >= f'{split.test_start:%Y-%m-%d}' and bt['stage1_run'] == 'stage1'
     assert len(bt['daily']['dates']) == int(data.test_day.sum()) == len(two.backtest.daily)
-    assert set(bt['by_symbol']) == {'000001', '600519'}
+    assert set(bt['by_symbol']) == {'000001.SZ', '600519.SH'}
     # the saved network reproduces the backtest's positions
     network, mc = load_strategy_network('strategy', out_dir)
     assert mc['stage1_run'] == 'stage1' and mc['d_features'] == 16
@@ -317,7 +317,7 @@ def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
 
 
 def test_run_two_stage_trains_its_own_stage1(tmp_path):
-    two = run_two_stage(symbols='600519', out_dir=str(tmp_path), seq_len=30, epochs=1, start_date='2017-01-01',
+    two = run_two_stage(symbols='600519.SH', out_dir=str(tmp_path), seq_len=30, epochs=1, start_date='2017-01-01',
                         model_kwargs=TINY, strategy_epochs=2, hidden_size=8, feature_kind='pooled_price', seed=0)
     assert two.stage1.metadata['model_type'] == 'enhanced_transformer' and two.stage1.metadata['status'] == 'completed'
     assert two.manager.load_config()['stage1_run'] == two.stage1.run_name
@@ -336,7 +336,7 @@ def test_two_stage_params_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match='model='): TwoStageParams(model='nope')
     p = TwoStageParams.from_dict({'epochs': '3', 'hard': 'false', 'symbols': [600519, 1]})
     assert p.epochs == 3 and p.hard is False and p.symbols == '600519,000001'
-    run_training(model='lstm', task='classification', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01',
+    run_training(model='lstm', task='classification', symbols='600519.SH', epochs=1, seq_len=20, start_date='2019-01-01',
                  model_kwargs='{"hidden_size": 8, "num_layers": 1}', out_dir=str(tmp_path), progress=False,
                  run_name='clf')
     with pytest.raises(ValueError, match='not a regression'): run_two_stage(stage1_run='clf', out_dir=str(tmp_path))

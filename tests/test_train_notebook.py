@@ -122,7 +122,7 @@ def test_papermill_against_mariadb(tmp_path, mysql_sample_url):
 
 
 def test_a_failing_papermill_run_is_marked_failed_and_exits_non_zero(tmp_path):
-    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'symbols', '688981', *QUICK)
+    r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'symbols', '688981.SH', *QUICK)
     assert r.returncode != 0 and 'no daily bars for 688981' in r.stderr + r.stdout
     assert TrainingManager.list_runs(tmp_path / 'out') == []          # refused before a run directory exists
     r = papermill(tmp_path, '-p', 'model', 'gru', '-p', 'pretrained', 'no_such_run', *QUICK)

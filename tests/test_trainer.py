@@ -17,7 +17,7 @@ QUANTNB = str(Path(sys.executable).parent / 'quantnb')
 
 @pytest.fixture(scope='module')
 def bundle():
-    return load_datasets('600519', seq_len=20, horizon=3)
+    return load_datasets('600519.SH', seq_len=20, horizon=3)
 
 
 def fixed_loaders(bundle, batch_size, n=256):
@@ -151,7 +151,7 @@ def test_bad_training_args(kwargs, message):
 def test_resume_without_a_checkpoint_is_a_clear_error(bundle, tmp_path):
     train, val = fixed_loaders(bundle, 64)
     t = Trainer(create_model('gru', 11, horizon=3), train, val, TrainingArgs(progress=False),
-                TrainingManager('600519', 'gru', tmp_path))
+                TrainingManager('600519.SH', 'gru', tmp_path))
     with pytest.raises(FileNotFoundError, match='nothing to resume'):
         t.fit(resume=True)
 
@@ -163,7 +163,7 @@ def test_only_the_last_checkpoints_are_kept_and_resume_stays_exact(bundle, tmp_p
     args = TrainingArgs(epochs=5, lr=3e-3, patience=None, keep_checkpoints=2, progress=False)
     def trainer(name):
         torch.manual_seed(0)
-        manager = TrainingManager('600519', 'gru', tmp_path, run_name=name)
+        manager = TrainingManager('600519.SH', 'gru', tmp_path, run_name=name)
         return Trainer(create_model('gru', 11, horizon=3), train, val, args, manager)
     whole = trainer('whole')
     whole.fit()
@@ -183,7 +183,7 @@ def test_a_crash_between_checkpoint_and_best_still_ends_with_the_best_weights(bu
     import quantnb.train.runs as runs
     train, val = fixed_loaders(bundle, 64)
     args = TrainingArgs(epochs=2, lr=3e-3, patience=None, progress=False)
-    manager = TrainingManager('600519', 'gru', tmp_path, run_name='crash')
+    manager = TrainingManager('600519.SH', 'gru', tmp_path, run_name='crash')
     real_save = runs._torch_save
     def crash_on_second_best(obj, path):
         if path.parent.name == 'best' and obj['epoch'] == 2: raise KeyboardInterrupt('killed')
@@ -207,7 +207,7 @@ def test_a_crash_between_checkpoint_and_best_still_ends_with_the_best_weights(bu
 
 def test_a_nan_loss_stops_training_naming_epoch_and_batch(bundle, tmp_path):
     train, val = fixed_loaders(bundle, 64)
-    manager = TrainingManager('600519', 'gru', tmp_path, run_name='nan')
+    manager = TrainingManager('600519.SH', 'gru', tmp_path, run_name='nan')
     args = TrainingArgs(epochs=3, lr=1e10, grad_clip=None, progress=False)
     t = Trainer(create_model('gru', 11, horizon=3), train, val, args, manager)
     from quantnb.train.trainer import NonFiniteLossError
@@ -243,7 +243,7 @@ def test_a_nan_run_fails_without_metrics(tmp_path):
     from quantnb.core import read_json
     from quantnb.train.pipeline import run_training
     with pytest.raises(FloatingPointError, match='epoch 1, batch'):
-        run_training(model='gru', symbols='600519', seq_len=30, epochs=2, lr=1e10, grad_clip=0, out_dir=str(tmp_path),
+        run_training(model='gru', symbols='600519.SH', seq_len=30, epochs=2, lr=1e10, grad_clip=0, out_dir=str(tmp_path),
                      run_name='nan', progress=False, model_kwargs='{"hidden_size": 8, "num_layers": 1}')
     run = tmp_path / 'nan'
     meta = read_json(run / 'metadata.json')
@@ -261,7 +261,7 @@ def test_progress_in_an_executed_notebook_is_one_line_per_epoch(tmp_path):
             "from quantnb.data.datasets import load_datasets\n"
             "from quantnb.models.core import create_model\n"
             "from quantnb.train.trainer import Trainer, TrainingArgs\n"
-            "b = load_datasets('600519', seq_len=20, horizon=3)\n"
+            "b = load_datasets('600519.SH', seq_len=20, horizon=3)\n"
             "Trainer(create_model('gru', 11, horizon=3), DataLoader(Subset(b.train, range(256)), batch_size=16),\n"
             "        DataLoader(Subset(b.val, range(64)), batch_size=64), TrainingArgs(epochs=3)).fit();")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])

@@ -22,7 +22,7 @@ def small_transformer(**kw):
 @pytest.fixture(scope='module')
 def runs(pretrained_transformer):
     out, pre = pretrained_transformer
-    lstm = run_training(model='lstm', task='pretrain', symbols='600519', epochs=1, seq_len=30,
+    lstm = run_training(model='lstm', task='pretrain', symbols='600519.SH', epochs=1, seq_len=30,
                         model_kwargs='{"hidden_size": 16}', out_dir=str(out), progress=False)
     return out, pre, lstm
 
@@ -44,7 +44,7 @@ def test_an_lstm_checkpoint_offered_to_a_transformer_is_refused_with_a_report(ru
 
 def test_pretrain_then_finetune_loads_every_backbone_parameter(runs):
     out, pre, _ = runs
-    run = run_training(model='transformer', symbols='600519', pretrained=pre.manager.run_name, epochs=2, seq_len=30,
+    run = run_training(model='transformer', symbols='600519.SH', pretrained=pre.manager.run_name, epochs=2, seq_len=30,
                        freeze_epochs=1, out_dir=str(out), progress=False)
     d = run.manager.run_dir
     report = read_json(d / 'results' / 'transfer_report.json')
@@ -65,7 +65,7 @@ def test_the_frozen_epoch_trains_only_the_head(runs):
     from quantnb.data.datasets import load_datasets, make_dataloaders
     from quantnb.train.trainer import Trainer, TrainingArgs
     out, pre, _ = runs
-    bundle = load_datasets('600519', seq_len=30, horizon=7)
+    bundle = load_datasets('600519.SH', seq_len=30, horizon=7)
     model = small_transformer()
     load_pretrained(model, pre.manager.run_name, output_dir=out, verbose=False)
     backbone = {k: v.clone() for k, v in model.state_dict().items() if k.startswith('backbone.')}
@@ -98,7 +98,7 @@ def test_a_checkpoint_trained_a_few_hundred_steps_is_pretrained(runs):
     report = verify_pretrained(pre.manager.run_name, output_dir=out)
     assert report.verdict == 'pretrained', str(report)
     assert report.functional['ratio'] < 0.9 and report.provenance['checksum_ok'] is True and report.moved_share > 0.5
-    supervised = run_training(model='gru', symbols='600519', epochs=2, seq_len=30, batch_size=16,
+    supervised = run_training(model='gru', symbols='600519.SH', epochs=2, seq_len=30, batch_size=16,
                               model_kwargs='{"hidden_size": 16}',
                               out_dir=str(out), progress=False)   # ~250 optimiser steps
     assert read_json(supervised.manager.run_dir / 'model' / 'training_args.json')['total_epochs_trained'] == 2
@@ -117,7 +117,7 @@ def test_a_random_file_called_pretrained_stops_training(runs, tmp_path):
                {**config, 'weights_sha256': sha256_file(fake / 'model' / 'pytorch_model.bin')})
     assert verify_pretrained('untrained_pretrained', output_dir=out).verdict == 'random'
     with pytest.raises(PretrainedCheckError, match='not a usable pretrained checkpoint'):
-        run_training(model='transformer', symbols='600519', pretrained='untrained_pretrained', epochs=1, seq_len=30,
+        run_training(model='transformer', symbols='600519.SH', pretrained='untrained_pretrained', epochs=1, seq_len=30,
                      out_dir=str(out), progress=False)
     failed = [m for m in TrainingManager.list_runs(out) if m['status'] == 'failed']
     assert failed and 'RANDOM' in failed[-1]['error']

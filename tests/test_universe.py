@@ -74,7 +74,7 @@ def test_membership_csv_of_spells_and_bad_files(tmp_path):
     good = tmp_path / 'spells.csv'
     good.write_text('instrument,start,end\n600519.SH,2019-01-02,2021-12-31\nsz000001,2020-01-02,2020-06-30\n')
     spells = read_membership_file(good)
-    assert members_on(spells, '2020-03-02') == ['000001', '600519'] and members_on(spells, '2020-07-01') == ['600519']
+    assert members_on(spells, '2020-03-02') == ['000001.SZ', '600519.SH'] and members_on(spells, '2020-07-01') == ['600519.SH']
     header = tmp_path / 'header.csv'
     header.write_text('code,from,to\n600519,2019-01-02,2021-12-31\n')
     with pytest.raises(ValueError, match='header.csv, line 1: expected a header'):
@@ -173,11 +173,11 @@ def test_db_universe_command(tmp_path, capsys):
     assert len(loader.universe_members('top12', '2020-07-01')) == 12
     (tmp_path / 'csi.txt').write_text('SH600519\t2019-01-02\t2021-12-31\n')
     assert main(['db', 'universe', 'csi', '--file', str(tmp_path / 'csi.txt'), '--url', url]) == 0
-    assert loader.universe_members('csi', '2020-01-02') == ['600519']
+    assert loader.universe_members('csi', '2020-01-02') == ['600519.SH']
     assert main(['db', 'universe', 'x', '--url', url]) == 1
     assert 'give --file FILE, or --top N --bars' in capsys.readouterr().err
     bad = tmp_path / 'bad.txt'
     bad.write_text('SH000001\t2021-01-04\t2019-12-31\n')
     assert main(['db', 'universe', 'csi', '--file', str(bad), '--url', url]) == 1
     assert 'bad.txt, line 1' in capsys.readouterr().err
-    assert loader.universe_members('csi', '2020-01-02') == ['600519']   # the stored universe is unchanged
+    assert loader.universe_members('csi', '2020-01-02') == ['600519.SH']   # the stored universe is unchanged

@@ -15,12 +15,14 @@ from sqlalchemy.engine import Connection, Engine
 from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db_url
 
 # %% auto 0
-__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS',
-           'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'ADJUSTMENTS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol',
-           'is_valid_symbol', 'parse_symbols', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout',
-           'describe_db_error', 'get_engine', 'init_db', 'fill_default_database_with', 'upsert_frame', 'count_stored',
-           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
-           'DatabaseNotInitialisedError', 'StockDataLoader', 'suspicious_bars']
+__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'quantnb_meta', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS',
+           'EXCHANGES', 'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'SCHEMA_VERSION', 'ADJUSTMENTS', 'JUMP_LIMIT',
+           'MIN_ROWS', 'normalize_symbol', 'is_bare_code', 'is_valid_symbol', 'parse_symbols', 'stock_exchange',
+           'default_instrument', 'instrument_kind', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout',
+           'describe_db_error', 'get_engine', 'fill_default_database_with', 'upsert_frame', 'schema_version', 'migrate',
+           'init_db', 'count_stored', 'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
+           'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError',
+           'resolve_symbols', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -28,10 +30,10 @@ _mysql_options = dict(mysql_engine='InnoDB', mysql_charset='utf8mb4')
 
 stock_basic_info = sa.Table(
     'stock_basic_info', metadata,
-    sa.Column('symbol', sa.String(16), primary_key=True, comment='6-digit code, e.g. 600519'),
-    sa.Column('ts_code', sa.String(16), comment='code with exchange suffix, e.g. 600519.SH'),
+    sa.Column('symbol', sa.String(16), primary_key=True, comment='instrument: 600519.SH, 000300.SH, AAPL'),
+    sa.Column('ts_code', sa.String(16), comment='Tushare code (the same as symbol for A-shares)'),
     sa.Column('name', sa.String(64)),
-    sa.Column('exchange', sa.String(8), comment='SH, SZ or BJ'),
+    sa.Column('exchange', sa.String(8), comment='SH, SZ, BJ, or the market of a foreign ticker (US)'),
     sa.Column('market', sa.String(16), comment='board: 主板, 创业板, 科创板, 北交所'),
     sa.Column('industry', sa.String(64)),
     sa.Column('area', sa.String(32)),
@@ -62,22 +64,35 @@ universe = sa.Table(
     sa.Column('end_date', sa.Date, nullable=False, comment='last day of the spell (inclusive)'),
     **_mysql_options)
 
+quantnb_meta = sa.Table(
+    'quantnb_meta', metadata,
+    sa.Column('key', sa.String(64), primary_key=True),
+    sa.Column('value', sa.String(255), nullable=False),
+    **_mysql_options)
+
 KLINE_VALUE_COLUMNS = [c.name for c in stock_kline_data.columns if not c.primary_key]
 PRICE_COLUMNS = ['open', 'high', 'low', 'close', 'pre_close']
 
 # %% ../../nbs/01_data.db.ipynb 8
-_symbol_forms = re.compile(r'^(?:(?:sh|sz|bj)(?P<a>[0-9]{6})|(?P<b>[0-9]{6})(?:\.(?:sh|sz|bj))?)$',
-                           re.IGNORECASE | re.ASCII)
+EXCHANGES = ('SH', 'SZ', 'BJ')
+_prefixed = re.compile(r'^(?P<ex>sh|sz|bj)(?P<code>[0-9]{6})$', re.IGNORECASE | re.ASCII)
+_suffixed = re.compile(r'^(?P<code>[0-9]{6})\.(?P<ex>sh|sz|bj)$', re.IGNORECASE | re.ASCII)
+_bare = re.compile(r'^[0-9]{6}$', re.ASCII)
 
 def normalize_symbol(symbol: str | int) -> str:
-    "Bare 6-digit code for `600519`, `sh600519`, `600519.SH` (any case); other text is returned stripped."
+    "`600519.SH` for `sh600519`, `SH600519`, `600519.sh`; a bare code stays bare, other text is returned stripped."
     s = f'{symbol:06d}' if isinstance(symbol, (int, np.integer)) else str(symbol).strip()
-    m = _symbol_forms.match(s)
-    return (m['a'] or m['b']) if m else s
+    m = _prefixed.match(s) or _suffixed.match(s)
+    return f"{m['code']}.{m['ex'].upper()}" if m else s
+
+def is_bare_code(symbol: str) -> bool:
+    "Whether `symbol` is six ASCII digits with no exchange."
+    return bool(_bare.match(str(symbol).strip()))
 
 def is_valid_symbol(symbol: str) -> bool:
-    "Whether `symbol` is (or normalises to) a 6-digit exchange code."
-    return bool(_symbol_forms.match(str(symbol).strip()))
+    "Whether `symbol` is an A-share code: `600519`, `sh600519` or `600519.SH` (any case)."
+    s = str(symbol).strip()
+    return bool(_bare.match(s) or _prefixed.match(s) or _suffixed.match(s))
 
 def parse_symbols(symbols: str | int | Sequence) -> list[str]:
     "Codes from `'600519, sz000001'`, a list, or an integer (papermill reads `-p symbols 000001` as `1`)."
@@ -89,6 +104,26 @@ def parse_symbols(symbols: str | int | Sequence) -> list[str]:
     return [one(s) for s in raw if str(s).strip()]
 
 # %% ../../nbs/01_data.db.ipynb 11
+def stock_exchange(code: str) -> str:
+    "The exchange listing an A-share *stock* with this six-digit code: 'SH', 'SZ' or 'BJ'."
+    if code.startswith(('4', '8', '92')): return 'BJ'
+    return 'SH' if code.startswith(('6', '9')) else 'SZ'
+
+def default_instrument(symbol: str | int) -> str:
+    "A bare code as the stock it names (`000001` -> `000001.SZ`); any other symbol normalised."
+    s = normalize_symbol(symbol)
+    return f'{s}.{stock_exchange(s)}' if is_bare_code(s) else s
+
+def instrument_kind(symbol: str) -> str:
+    "'index', 'fund' or 'stock', from the code range of a suffixed A-share code (other symbols: 'stock')."
+    m = _suffixed.match(normalize_symbol(symbol))
+    if not m: return 'stock'
+    code, ex = m['code'], m['ex'].upper()
+    if (ex, code[:3]) in {('SH', '000'), ('SZ', '399'), ('BJ', '899')}: return 'index'
+    if (ex == 'SH' and code[0] == '5') or (ex == 'SZ' and code[:2] in ('15', '16', '18')): return 'fund'
+    return 'stock'
+
+# %% ../../nbs/01_data.db.ipynb 14
 def as_datetime64(values) -> pd.Series | pd.DatetimeIndex:
     "Dates (strings, `date`s or timestamps) as `datetime64[ns]`, whatever resolution pandas would infer."
     return pd.to_datetime(values).astype('datetime64[ns]')
@@ -101,7 +136,7 @@ def as_date(value, name: str = 'date') -> dt.date | None:
     try: return pd.Timestamp(str(value)).date()
     except (ValueError, TypeError): raise ValueError(f'{name}={value!r} is not a date; use YYYY-MM-DD') from None
 
-# %% ../../nbs/01_data.db.ipynb 14
+# %% ../../nbs/01_data.db.ipynb 17
 SUPPORTED_URLS = 'sqlite:///PATH or mysql+pymysql://USER:PASSWORD@HOST:3306/DATABASE'
 
 def check_db_url(url: str) -> sa.engine.URL:
@@ -121,7 +156,7 @@ def check_db_url(url: str) -> sa.engine.URL:
                          f'quantnb supports {SUPPORTED_URLS}') from None
     return parsed
 
-# %% ../../nbs/01_data.db.ipynb 17
+# %% ../../nbs/01_data.db.ipynb 20
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _engines: dict[str, Engine] = {}
 
@@ -141,7 +176,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur.close()
     return engine
 
-# %% ../../nbs/01_data.db.ipynb 20
+# %% ../../nbs/01_data.db.ipynb 23
 def describe_db_error(error: BaseException, url: str | None = None) -> str:
     "One line for a database error: the driver's message without the SQL, the URL masked."
     orig = getattr(error, 'orig', None) or error
@@ -152,7 +187,7 @@ def describe_db_error(error: BaseException, url: str | None = None) -> str:
                 '(or raise $QUANTNB_SQLITE_TIMEOUT)')
     return f'{mask_url(url) + ": " if url else ""}{text}'
 
-# %% ../../nbs/01_data.db.ipynb 23
+# %% ../../nbs/01_data.db.ipynb 26
 @atexit.register
 def _dispose_engines():   # a clean close lets SQLite fold its write-ahead log back into the file and remove it
     for engine in _engines.values(): engine.dispose()
@@ -172,13 +207,7 @@ def get_engine(url: str | None = None) -> Engine:
 def _as_engine(url_or_engine: str | Engine | None) -> Engine:
     return url_or_engine if isinstance(url_or_engine, Engine) else get_engine(url_or_engine)
 
-def init_db(url: str | Engine | None = None) -> Engine:
-    "Create the quantnb tables if missing (idempotent) and return the engine."
-    engine = _as_engine(url)
-    metadata.create_all(engine, checkfirst=True)
-    return engine
-
-# %% ../../nbs/01_data.db.ipynb 26
+# %% ../../nbs/01_data.db.ipynb 29
 @contextlib.contextmanager
 def _file_lock(path: Path):
     try: import fcntl
@@ -215,7 +244,7 @@ def _ensure_default_database(path: Path):
             os.replace(tmp, path)
         finally: tmp.unlink(missing_ok=True)
 
-# %% ../../nbs/01_data.db.ipynb 31
+# %% ../../nbs/01_data.db.ipynb 34
 def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str]):
     keys = [c.name for c in table.primary_key.columns]
     updates = [c for c in columns if c not in keys]
@@ -254,7 +283,51 @@ def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows
     for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
     return len(records)
 
-# %% ../../nbs/01_data.db.ipynb 33
+# %% ../../nbs/01_data.db.ipynb 36
+SCHEMA_VERSION = 2   # 1: bare six-digit codes (earlier releases); 2: instruments with their exchange, `600519.SH`
+_SYMBOL_TABLES = ('stock_kline_data', 'stock_basic_info', 'universe')
+
+def schema_version(conn: Connection) -> int | None:
+    "The schema version recorded in `quantnb_meta`, or None where none is (a new or an earlier release's database)."
+    if 'quantnb_meta' not in sa.inspect(conn).get_table_names(): return None
+    value = conn.execute(sa.select(quantnb_meta.c.value).where(quantnb_meta.c.key == 'schema_version')).scalar()
+    return None if value is None else int(value)
+
+def _instrument_for_bare_code(conn: Connection) -> dict:
+    t = stock_basic_info
+    listed = {s: ts for s, ts in conn.execute(sa.select(t.c.symbol, t.c.ts_code)) if is_bare_code(s)}
+    return {s: normalize_symbol(ts) if ts and _suffixed.match(ts.strip()) else default_instrument(s)
+            for s, ts in listed.items()}
+
+def _rename_bare_codes(conn: Connection) -> dict[str, int]:
+    "Version 1 -> 2: every bare code in every table becomes its instrument; rows renamed per table."
+    named, renamed = _instrument_for_bare_code(conn), {}
+    for t in (metadata.tables[n] for n in _SYMBOL_TABLES):
+        bare = [s for (s,) in conn.execute(sa.select(t.c.symbol).distinct()) if is_bare_code(s)]
+        renamed[t.name] = sum(conn.execute(sa.update(t).where(t.c.symbol == s)
+                                           .values(symbol=named.get(s) or default_instrument(s))).rowcount
+                              for s in bare)
+    t = stock_basic_info
+    conn.execute(sa.update(t).where(t.c.ts_code.is_(None)).values(ts_code=t.c.symbol))
+    return renamed
+
+def migrate(url: str | Engine | None = None) -> dict[str, int]:
+    "Bring a database to `SCHEMA_VERSION` in one transaction; rows renamed per table (empty when already current)."
+    engine = _as_engine(url)
+    metadata.create_all(engine, checkfirst=True)
+    with engine.begin() as conn:
+        if (schema_version(conn) or 1) >= SCHEMA_VERSION: return {}
+        renamed = _rename_bare_codes(conn)
+        upsert_frame(conn, quantnb_meta, pd.DataFrame({'key': ['schema_version'], 'value': [str(SCHEMA_VERSION)]}))
+    return renamed
+
+def init_db(url: str | Engine | None = None) -> Engine:
+    "Create the quantnb tables if missing (idempotent), migrate an earlier release's database, return the engine."
+    engine = _as_engine(url)
+    migrate(engine)
+    return engine
+
+# %% ../../nbs/01_data.db.ipynb 40
 def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     "How many rows of `df` have a primary key already stored in `table` (`df` holds the key columns)."
     keys = [c.name for c in table.primary_key.columns]
@@ -267,7 +340,7 @@ def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     if 'trade_date' in keys: stored['trade_date'] = as_datetime64(stored['trade_date'])
     return len(df[keys].merge(stored, on=keys))
 
-# %% ../../nbs/01_data.db.ipynb 35
+# %% ../../nbs/01_data.db.ipynb 42
 def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     "`df`'s bars with `status` (new/changed/unchanged), `changed` (column names) and `stored_<col>` values."
     t = stock_kline_data
@@ -292,7 +365,7 @@ def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | 
     out.loc[changed, 'changed'] = [','.join(np.array(columns)[row]) for row in diff[changed]]
     return out
 
-# %% ../../nbs/01_data.db.ipynb 37
+# %% ../../nbs/01_data.db.ipynb 44
 ADJUSTMENTS = ('qfq', 'hfq', None)
 
 def _check_adjust(adjust):
@@ -322,7 +395,7 @@ def adjust_prices(df: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
     out['adj_factor'] = factor
     return out
 
-# %% ../../nbs/01_data.db.ipynb 40
+# %% ../../nbs/01_data.db.ipynb 47
 class UnknownSymbolError(LookupError):
     "A requested symbol has no rows in `stock_kline_data`."
 
@@ -332,7 +405,7 @@ class EmptyRangeError(LookupError):
 class DatabaseNotInitialisedError(RuntimeError):
     "The database has no quantnb tables."
 
-# %% ../../nbs/01_data.db.ipynb 42
+# %% ../../nbs/01_data.db.ipynb 49
 class StockDataLoader:
     "Read daily bars and stock information from a quantnb database (default: the embedded SQLite sample)."
     def __init__(self, url: str | None = None):
@@ -348,10 +421,36 @@ class StockDataLoader:
             if missing: raise DatabaseNotInitialisedError(
                 f'{mask_url(self.url)} has no table {", ".join(sorted(missing))}; '
                 'create it with `quantnb db init --url URL`')
+            with self.engine.connect() as conn: current = (schema_version(conn) or 1) >= SCHEMA_VERSION
+            if not current: migrate(self.engine)   # an earlier release's database, migrated on first open
             self._checked = True
         return self.engine.connect()
 
-# %% ../../nbs/01_data.db.ipynb 46
+# %% ../../nbs/01_data.db.ipynb 53
+class AmbiguousSymbolError(LookupError):
+    "A bare code names more than one stored instrument."
+
+def resolve_symbols(conn: Connection, symbols) -> list[str]:
+    "Instruments for `symbols`: a bare code becomes the one stored instrument with its digits (else its stock)."
+    symbols = parse_symbols(symbols if isinstance(symbols, (str, int, np.integer)) else list(symbols))
+    bare = [s for s in symbols if is_bare_code(s)]
+    if not bare: return symbols
+    candidates, stored = [f'{s}.{ex}' for s in bare for ex in EXCHANGES], set()
+    for t in (stock_kline_data, stock_basic_info):
+        stored |= {r[0] for r in conn.execute(sa.select(t.c.symbol).where(t.c.symbol.in_(candidates)).distinct())}
+    def one(s):
+        if not is_bare_code(s): return s
+        found = [f'{s}.{ex}' for ex in EXCHANGES if f'{s}.{ex}' in stored]
+        if len(found) > 1: raise AmbiguousSymbolError(f'{s} names {" and ".join(found)}; write which one you mean')
+        return found[0] if found else default_instrument(s)
+    return [one(s) for s in symbols]
+
+@patch_to(StockDataLoader)
+def resolve_symbols(self, symbols) -> list[str]:
+    "`resolve_symbols` against this loader's database."
+    with self._connect() as conn: return resolve_symbols(conn, symbols)
+
+# %% ../../nbs/01_data.db.ipynb 56
 @patch_to(StockDataLoader)
 def list_symbols(self) -> list[str]:
     "Symbols that have daily bars, sorted."
@@ -364,7 +463,7 @@ def load_basic_info(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
     "`stock_basic_info` rows (all, or for `symbols`) indexed by symbol."
     t = stock_basic_info
     q = sa.select(t).order_by(t.c.symbol)
-    if symbols is not None: q = q.where(t.c.symbol.in_([normalize_symbol(s) for s in symbols]))
+    if symbols is not None: q = q.where(t.c.symbol.in_(self.resolve_symbols(symbols)))
     with self._connect() as conn: df = pd.read_sql(q, conn)
     df['list_date'] = as_datetime64(df['list_date'])
     return df.set_index('symbol')
@@ -382,7 +481,7 @@ def summary(self) -> pd.DataFrame:
     for c in ('first_date', 'last_date'): df[c] = as_datetime64(df[c])
     return df.set_index('symbol')
 
-# %% ../../nbs/01_data.db.ipynb 49
+# %% ../../nbs/01_data.db.ipynb 59
 @patch_to(StockDataLoader)
 def list_universes(self) -> list[str]:
     "Names of the stored universes, sorted (none in a database made before universes were stored)."
@@ -406,7 +505,7 @@ def universe_members(self, name: str, date=None) -> list[str] | pd.DataFrame:
     spells[['start', 'end']] = spells[['start', 'end']].astype('datetime64[ns]')
     return spells
 
-# %% ../../nbs/01_data.db.ipynb 52
+# %% ../../nbs/01_data.db.ipynb 62
 def _as_list(symbols) -> list:
     return [symbols] if isinstance(symbols, (str, int)) else list(symbols)
 
@@ -429,7 +528,7 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
 
-# %% ../../nbs/01_data.db.ipynb 55
+# %% ../../nbs/01_data.db.ipynb 65
 @patch_to(StockDataLoader)
 def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     "Adjustment factors of `df`'s rows, computed over each symbol's whole stored history."
@@ -445,7 +544,7 @@ def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     inside = full.dropna(subset=['_row'])
     return inside['factor'].to_numpy()[np.argsort(inside['_row'].to_numpy())]
 
-# %% ../../nbs/01_data.db.ipynb 58
+# %% ../../nbs/01_data.db.ipynb 68
 @patch_to(StockDataLoader)
 def _raise_missing(self, conn, symbols, found, start, end):
     t = stock_kline_data
@@ -461,7 +560,7 @@ def _raise_missing(self, conn, symbols, found, start, end):
     raise EmptyRangeError(f'{s} has no bars between {start or "the beginning"} and {end or "the end"}; '
                           f'stored range is {stored[s][0]}..{stored[s][1]}')
 
-# %% ../../nbs/01_data.db.ipynb 61
+# %% ../../nbs/01_data.db.ipynb 71
 @patch_to(StockDataLoader)
 def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_date=None,
               adjust: str | None = 'qfq') -> pd.DataFrame:
@@ -470,7 +569,7 @@ def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_d
     start, end = as_date(start_date, 'start_date'), as_date(end_date, 'end_date')
     if start and end and start > end: raise ValueError(f'start_date {start} is after end_date {end}')
     if symbols is None: symbols = self.list_symbols()
-    else: symbols = list(dict.fromkeys(normalize_symbol(s) for s in _as_list(symbols)))
+    else: symbols = list(dict.fromkeys(self.resolve_symbols(_as_list(symbols))))
     if not symbols: raise ValueError('no symbols given')
     with self._connect() as conn:
         df = _read_frame(conn, _kline_query(symbols, start, end))
@@ -484,11 +583,11 @@ def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_d
 @patch_to(StockDataLoader)
 def load_kline_data(self, symbol: str, start_date=None, end_date=None, adjust: str | None = 'qfq') -> pd.DataFrame:
     "Daily bars of one `symbol`, indexed by `trade_date`, prices adjusted per `adjust` ('qfq', 'hfq' or None)."
-    df = self.load_many([symbol], start_date, end_date, adjust).droplevel('symbol')
-    df.attrs.update(symbol=normalize_symbol(symbol))
-    return df
+    df = self.load_many([symbol], start_date, end_date, adjust)
+    df.attrs.update(symbol=df.index.get_level_values('symbol')[0])
+    return df.droplevel('symbol')
 
-# %% ../../nbs/01_data.db.ipynb 70
+# %% ../../nbs/01_data.db.ipynb 80
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 
@@ -519,7 +618,7 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
                             detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
     return out
 
-# %% ../../nbs/01_data.db.ipynb 74
+# %% ../../nbs/01_data.db.ipynb 84
 def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
                     jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
     "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."
@@ -539,5 +638,5 @@ def check(self, symbols: Iterable[str] | None = None, jump_limit: float = JUMP_L
           min_rows: int = MIN_ROWS) -> pd.DataFrame:
     "`suspicious_bars` of this database (all symbols, or `symbols`)."
     with self._connect() as conn:
-        return suspicious_bars(conn, None if symbols is None else [normalize_symbol(s) for s in _as_list(symbols)],
+        return suspicious_bars(conn, None if symbols is None else self.resolve_symbols(symbols),
                                jump_limit=jump_limit, min_rows=min_rows)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from ..core import SAMPLE_DIR, mask_url
 from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error,
-                             fill_default_database_with, init_db, is_valid_symbol, normalize_symbol, stock_basic_info,
+                             fill_default_database_with, init_db, default_instrument, stock_basic_info,
                              stock_kline_data, suspicious_bars, upsert_frame)
 
 log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
@@ -22,9 +22,9 @@ log.addHandler(logging.NullHandler())
 
 # %% auto 0
 __all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'IMPORT_HELP',
-           'DATE_ALIASES', 'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem', 'ImportValidationError',
-           'parse_dates', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv', 'FileImport', 'import_file',
-           'import_paths', 'sample_files', 'load_sample']
+           'DATE_ALIASES', 'A_SHARE_CODE', 'TICKER', 'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem',
+           'ImportValidationError', 'parse_dates', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv',
+           'FileImport', 'import_file', 'import_paths', 'sample_files', 'load_sample']
 
 # %% ../../nbs/02_data.importer.ipynb 6
 VENDOR_KLINE_COLUMNS = {'股票代码': 'symbol', '股票名称': 'name', '交易日期': 'trade_date',
@@ -38,13 +38,14 @@ DATE_FORMATS = ('%Y-%m-%d', '%Y/%m/%d', '%Y%m%d')
 IMPORT_HELP = """Import daily bars or a stock list into the database; each file is checked whole and written in one
 transaction (a bad file writes nothing; the others still import).
 
-quantnb stores A-share daily bars only: a symbol is a 6-digit exchange code (600519, sh600519 or
-600519.SH, ASCII digits). A file with any other ticker (AAPL) is refused as a whole.
+A-share symbols are 6-digit exchange codes (600519, sh600519 or 600519.SH, ASCII digits), stored
+as 600519.SH; a bare code is read as the stock it names (an index needs its suffix: 000300.SH).
+Tickers of other markets (AAPL) need their market: a `market` column or --market US.
 
 Accepted files (.csv or .csv.gz, UTF-8 or GB18030/GBK), recognised by their header:
   plain daily bars   symbol,trade_date,open,high,low,close,volume
-                     optional: pre_close,amount,float_market_cap,total_market_cap
-                     ('date' is accepted instead of 'trade_date'; prices in CNY, volume in shares)
+                     optional: pre_close,amount,float_market_cap,total_market_cap,market
+                     ('date' is accepted instead of 'trade_date'; volume in shares)
   vendor daily bars  股票代码,股票名称,交易日期,开盘价,... (a banner line before it is fine)
   stock list         ts_code,symbol,name[,area,industry,market,list_date] (Tushare stock_basic)
 Dates: 2023-01-04, 2023/01/04 or 20230104.
@@ -53,6 +54,8 @@ A file that would change bars already stored is refused (the error names the lin
 the new values) unless --replace is given. Jumps no trading day can make (an unadjusted split)
 are imported with a warning; `quantnb db check` lists them."""
 DATE_ALIASES = {'date': 'trade_date'}
+A_SHARE_CODE = r'(?:sh|sz|bj)?[0-9]{6}|[0-9]{6}\.(?:sh|sz|bj)'   # ASCII digits only: full-width ones are refused
+TICKER = r'[A-Za-z0-9][A-Za-z0-9.\-]{0,15}'
 _UNREADABLE = (EOFError, zlib.error, OSError)   # a truncated or corrupt .gz (gzip.BadGzipFile is an OSError)
 
 # %% ../../nbs/02_data.importer.ipynb 9
@@ -175,17 +178,31 @@ def _repeated_dates(df: pd.DataFrame, dates: pd.Series, lines) -> list[ImportPro
     return _problems_where(dup, lines, 'trade_date', message)
 
 # %% ../../nbs/02_data.importer.ipynb 20
-def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, list[ImportProblem]]:
-    "Parse and check raw text columns of daily bars; returns the typed frame and every problem found."
+def _symbol_problems(symbols: pd.Series, markets: pd.Series, lines) -> tuple[pd.Series, list[ImportProblem]]:
+    "Stored symbols (`600519.SH`, `AAPL`) and the problems: A-share rows need a code, other markets a ticker."
+    a_share = markets.isin(['', 'CN'])
+    ok = symbols.str.fullmatch(A_SHARE_CODE, case=False) & a_share
+    ok |= symbols.str.fullmatch(TICKER) & ~a_share
+    problems = _problems_where(~ok.fillna(False).astype(bool), lines, 'symbol', lambda i: (
+        f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or 600519.SH '
+        '(for another market give a `market` column or --market, e.g. US)' if a_share.iloc[i] else
+        f'{symbols.iloc[i]!r} is not a ticker of market {markets.iloc[i]} (letters, digits, "." or "-")'))
+    text = symbols.fillna('')
+    stored = {u: default_instrument(u) for u in text.unique()}
+    return text.map(stored).where(a_share, text.str.upper()).astype(object), problems
+
+def validate_kline(raw: pd.DataFrame, lines: np.ndarray, market: str | None = None
+                   ) -> tuple[pd.DataFrame, list[ImportProblem]]:
+    "Parse and check raw text columns of daily bars (`market`: of rows without a market column); typed frame, problems."
     problems = []
     missing = [c for c in REQUIRED_KLINE_COLUMNS if c not in raw]
     if missing: return raw, [ImportProblem(None, c, 'required column is missing') for c in missing]
 
     symbols = raw['symbol'].astype('string').str.strip()
-    bad_symbol = ~symbols.fillna('').map(is_valid_symbol).astype(bool)
-    problems += _problems_where(bad_symbol, lines, 'symbol',
-                                lambda i: f'{symbols.iloc[i]!r} is not an A-share code like 600519, sh600519 or '
-                                          '600519.SH (quantnb stores A-share daily bars only)')
+    markets = (raw['market'].astype('string').str.strip().str.upper().fillna('') if 'market' in raw
+               else pd.Series((market or '').upper(), index=raw.index))
+    symbol_codes, symbol_problems = _symbol_problems(symbols, markets, lines)
+    problems += symbol_problems
     date_text = raw['trade_date'].astype('string').str.strip()
     dates = parse_dates(date_text)
     problems += _problems_where(dates.isna(), lines, 'trade_date',
@@ -204,8 +221,8 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray) -> tuple[pd.DataFrame, 
         problems += _problems_where(numbers[c] < 0, lines, c, lambda i, c=c: f'{numbers[c].iloc[i]:g} is negative')
     problems += _range_problems(numbers, lines)
 
-    symbol_codes = symbols.fillna('').map(normalize_symbol).astype(object)
     df = pd.DataFrame({'symbol': symbol_codes, 'trade_date': dates, **numbers})
+    if not markets.isin(['', 'CN']).all(): df['market'] = markets.where(markets != '', 'CN').to_numpy()
     problems += _repeated_dates(df, dates, lines)
     return df, sorted(problems, key=lambda p: (p.line or 0, p.field or ''))
 
@@ -241,11 +258,12 @@ def _read_text_frame(path: Path, fmt: FileFormat) -> tuple[pd.DataFrame, np.ndar
     return pd.concat([c for c, _ in chunks], ignore_index=True), np.concatenate([l for _, l in chunks])
 
 # %% ../../nbs/02_data.importer.ipynb 26
-def _date_keys(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    "One int64 per row with a valid symbol and date (symbol * 10**5 + day number), and which rows have one."
-    ok = (df['symbol'].str.fullmatch(r'[0-9]{6}').fillna(False) & df['trade_date'].notna()).to_numpy(bool).copy()
+def _date_keys(df: pd.DataFrame, ids: dict) -> tuple[np.ndarray, np.ndarray]:
+    "One int64 per row with a symbol and date (symbol's number in `ids` * 10**5 + day number), and which rows have one."
+    ok = (df['symbol'].ne('') & df['trade_date'].notna()).to_numpy(bool).copy()
+    for s in df['symbol'].unique(): ids.setdefault(s, len(ids))   # numbered in order of appearance, kept per file
     days = df['trade_date'].to_numpy('datetime64[D]').astype('int64')
-    keys = np.where(ok, pd.to_numeric(df['symbol'].where(ok, '0')).to_numpy('int64') * 100_000 + days, -1)
+    keys = np.where(ok, df['symbol'].map(ids).to_numpy('int64') * 100_000 + days, -1)
     return keys, ok
 
 def _earlier_duplicates(seen: list, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -259,15 +277,15 @@ def _earlier_duplicates(seen: list, keys: np.ndarray) -> tuple[np.ndarray, np.nd
     return hit, first
 
 # %% ../../nbs/02_data.importer.ipynb 29
-def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS):
+def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS, market: str | None = None):
     "Typed, checked chunks of a kline file with a `_line` column, and each chunk's problems."
-    seen, rows = [], 0
+    seen, rows, ids = [], 0, {}
     for raw, lines in _text_chunks(path, fmt, chunk_rows):
-        df, problems = validate_kline(raw, lines)
+        df, problems = validate_kline(raw, lines, market)
         if problems and problems[0].line is None:   # a missing column: no row can be checked
             yield df, problems; return
         rows += len(df)
-        keys, ok = _date_keys(df)
+        keys, ok = _date_keys(df, ids)
         ok &= ~df.duplicated(['symbol', 'trade_date']).to_numpy()   # repeats inside the chunk are already reported
         rows_ok = np.flatnonzero(ok)
         hit, first = _earlier_duplicates(seen, keys[rows_ok])
@@ -331,7 +349,7 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
             return f'{text.iat[i][:20]!r}... is {len(text.iat[i])} characters; the column holds at most {limit}'
         problems += _problems_where(text.str.len() > limit, lines, c, too_long)
     if problems: raise ImportValidationError(path, sorted(problems, key=lambda p: p.line or 0))
-    out = pd.DataFrame({'symbol': parts[0], 'ts_code': ts_code, 'name': raw['name'].str.strip(), 'exchange': parts[1]})
+    out = pd.DataFrame({'symbol': ts_code, 'ts_code': ts_code, 'name': raw['name'].str.strip(), 'exchange': parts[1]})
     for c in ('market', 'industry', 'area'):
         out[c] = raw[c].str.strip() if c in raw else None
     out['list_date'] = as_datetime64(list_date)
@@ -383,10 +401,11 @@ def _change_problems(changed: pd.DataFrame) -> list[ImportProblem]:
             for _, r in changed.iterrows()]
 
 # %% ../../nbs/02_data.importer.ipynb 44
-def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: int) -> FileImport:
+def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: int,
+                  market: str | None = None) -> FileImport:
     result, problems, total = FileImport(path, 'kline'), [], 0
-    symbols, first, last = set(), None, None
-    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows):
+    symbols, first, last, markets = set(), None, None, {}
+    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows, market):
         total += len(chunk_problems)
         problems += chunk_problems[:max(_MAX_PROBLEMS - len(problems), 0)]
         if total: continue                     # keep checking the rest of the file, write no more
@@ -406,11 +425,15 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
         result.new_rows += int((bars.status == 'new').sum())
         result.changed_rows += len(changed)
         symbols |= set(df['symbol'])
+        if 'market' in df: markets.update(zip(df['symbol'], df['market']))
         first = min(first, df.trade_date.min()) if first is not None else df.trade_date.min()
         last = max(last, df.trade_date.max()) if last is not None else df.trade_date.max()
     if total:
         raise ImportValidationError(path, sorted(problems, key=lambda p: (p.line or 0, p.field or '')), total=total)
     result.symbols = sorted(symbols)
+    foreign = {s: m for s, m in markets.items() if m != 'CN'}
+    if foreign: upsert_frame(conn, stock_basic_info, pd.DataFrame(   # the market of a foreign ticker, name left alone
+        {'symbol': list(foreign), 'ts_code': list(foreign), 'exchange': list(foreign.values())}))
     jumps = suspicious_bars(conn, result.symbols, first, last).query('problem == "jump"')
     result.warnings = [f'{r.symbol} {r.trade_date:%Y-%m-%d}: {r.detail}' for r in jumps.itertuples()]
     for w in result.warnings: log.warning('%s: %s', path, w)
@@ -418,7 +441,7 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
 
 # %% ../../nbs/02_data.importer.ipynb 46
 def import_file(path: str | Path, url: str | Engine | None = None, replace: bool = False,
-                chunk_rows: int = CHUNK_ROWS) -> FileImport:
+                chunk_rows: int = CHUNK_ROWS, market: str | None = None) -> FileImport:
     "Validate one kline or stock-list file and write it in a single transaction; raises on bad input or changed bars."
     path, engine = Path(path), init_db(url)
     fmt = sniff_format(path)
@@ -428,9 +451,9 @@ def import_file(path: str | Path, url: str | Engine | None = None, replace: bool
             stored = count_stored(conn, stock_basic_info, df)
             upsert_frame(conn, stock_basic_info, df)
         return FileImport(path, 'stock_basic', len(df), len(df) - stored, sorted(df['symbol'].unique()))
-    with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows)
+    with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows, market)
 
-# %% ../../nbs/02_data.importer.ipynb 49
+# %% ../../nbs/02_data.importer.ipynb 51
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -440,12 +463,12 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
-                 replace: bool = False) -> list[FileImport]:
+                 replace: bool = False, market: str | None = None) -> list[FileImport]:
     "Import files and directories (their *.csv / *.csv.gz); a bad file is reported and skipped, the rest still land."
     engine = init_db(url)
     results = []
     for path in _expand(paths):
-        try: results.append(import_file(path, engine, replace=replace))
+        try: results.append(import_file(path, engine, replace=replace, market=market))
         except ImportValidationError as e: results.append(FileImport(path, error=str(e)))
         except sa.exc.SQLAlchemyError as e:
             results.append(FileImport(path, error=f'{path}: {describe_db_error(e)}'))
@@ -453,7 +476,7 @@ def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
             results.append(FileImport(path, error=f'{path}: {mask_url(e)}'))
     return results
 
-# %% ../../nbs/02_data.importer.ipynb 51
+# %% ../../nbs/02_data.importer.ipynb 53
 def sample_files() -> list[Path]:
     "The bundled sample: the stock list first, then one vendor file per stock."
     return [SAMPLE_DIR/'stock_basic.csv.gz'] + sorted(SAMPLE_DIR.glob('s[hz]*.csv.gz'))

@@ -13,7 +13,7 @@ import numpy as np, pandas as pd
 from ..core import SAMPLE_DIR
 import sqlalchemy as sa
 
-from .db import init_db, normalize_symbol, universe
+from .db import init_db, default_instrument, universe
 
 # %% auto 0
 __all__ = ['UNIVERSE_SLICE_DIR', 'VENDOR_STATUS_COLUMNS', 'SPELL_COLUMNS', 'universe_slice_files', 'read_status',
@@ -39,7 +39,7 @@ def read_status(paths: Iterable[str | Path]) -> pd.DataFrame:
         except ValueError as e: raise ValueError(f'{path}: not a vendor daily-bar file ({e})') from None
         frames.append(df.rename(columns=VENDOR_STATUS_COLUMNS))
     out = pd.concat(frames, ignore_index=True)
-    out['symbol'] = out['symbol'].map(normalize_symbol)
+    out['symbol'] = out['symbol'].map(default_instrument)
     out['trade_date'] = pd.to_datetime(out['trade_date'])
     out = out[['symbol', 'trade_date', 'name', 'float_market_cap']]
     return out.sort_values(['symbol', 'trade_date'], ignore_index=True)
@@ -121,7 +121,7 @@ def _spell_row(path, line: int, code: str, start: str, end: str) -> tuple:
     try: s, e = pd.Timestamp(start), pd.Timestamp(end)
     except ValueError: raise ValueError(f'{path}, line {line}: {start!r} or {end!r} is not a date') from None
     if e < s: raise ValueError(f'{path}, line {line}: {code} ends ({end}) before it starts ({start})')
-    return normalize_symbol(code), s, e
+    return default_instrument(code), s, e
 
 def read_membership_file(path: str | Path, calendar: Sequence | None = None) -> pd.DataFrame:
     "Spells from a Qlib instruments `.txt` (CODE, START, END; tabs) or a CSV of spells or of rebalance lists."
@@ -133,7 +133,7 @@ def read_membership_file(path: str | Path, calendar: Sequence | None = None) -> 
     header, *body = list(csv.reader(lines))
     if header[:2] == ['effective_date', 'code']:
         if calendar is None: raise ValueError(f'{path}: rebalance lists need the trading calendar to end each spell')
-        members = pd.DataFrame([(pd.Timestamp(d), normalize_symbol(c)) for d, c, *_ in body],
+        members = pd.DataFrame([(pd.Timestamp(d), default_instrument(c)) for d, c, *_ in body],
                                columns=['effective_date', 'symbol'])
         return membership_spells(members, calendar)
     if header[:3] != ['instrument', 'start', 'end']:
@@ -151,7 +151,7 @@ def save_universe(url: str | None, name: str, spells: pd.DataFrame) -> int:
     if missing: raise ValueError(f'spells for {name!r} lack column(s) {missing}; expected {SPELL_COLUMNS}')
     bad = spells[spells['end'] < spells['start']]
     if len(bad): raise ValueError(f'universe {name!r}: {bad.iloc[0]["symbol"]} ends before it starts')
-    rows = [{'name': name, 'symbol': normalize_symbol(r.symbol), 'start_date': pd.Timestamp(r.start).date(),
+    rows = [{'name': name, 'symbol': default_instrument(r.symbol), 'start_date': pd.Timestamp(r.start).date(),
              'end_date': pd.Timestamp(r.end).date()} for r in spells.itertuples()]
     engine = init_db(url)   # creates the universe table in a database made before it existed
     with engine.begin() as conn:

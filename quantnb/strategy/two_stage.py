@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ..core import atomic_write, default_device, mask_url, patch_to, resolve_db_url, set_seed, write_json
 from ..data.datasets import SEGMENTS, Split, complete_windows
-from ..data.db import StockDataLoader, as_date, normalize_symbol
+from ..data.db import StockDataLoader, as_date
 from ..data.features import compute_features
 from ..models.core import MLPHead, QuantModel
 from ..predict import ENGINES, PredictionEngine, run_data_source
@@ -144,11 +144,11 @@ def extract_features(stage1_run: str | Path | TrainingManager,   # a finished st
     manager = (stage1_run if isinstance(stage1_run, TrainingManager)
                else TrainingManager.load_run(stage1_run, output_dir))
     if symbols is None: symbols = manager.saved_model().symbols
-    symbols = [normalize_symbol(s) for s in ([symbols] if isinstance(symbols, (str, int)) else symbols)]
+    params = manager.load_config().get('params', {})
+    symbols = StockDataLoader(url or params.get('db_url') or None).resolve_symbols(symbols)
     key = _cache_key(manager, symbols, start, end, kind, url)
     path = feature_cache_path(manager, key)
     if path.exists() and not refresh: return _read_features(path)
-    params = manager.load_config().get('params', {})
     engine = load_stage1(manager, url=url or params.get('db_url') or None, device=device)
     frame = compute_stage1_features(engine, symbols, start, end, kind)
     _write_features(path, frame, key)
@@ -548,6 +548,7 @@ class StrategyEngine:
         self.url, notes = run_data_source(self.manager, url)
         for note in notes: warnings.warn(note, stacklevel=2)
         self.stage1 = load_stage1(r.stage1_run, output_dir=self.manager.output_dir, url=self.url, device=device)
+        self.loader = self.stage1.loader
         self.window_days = self.spec.window_days
         self.mean, self.std = (np.asarray(v, np.float32) for v in (self.spec.feature_mean, self.spec.feature_std))
 

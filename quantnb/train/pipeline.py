@@ -343,6 +343,8 @@ def stored_symbols(symbols: list[str], url: str) -> list[str]:
         if not stored:
             raise ValueError(f'symbols=all: {mask_url(url)} holds no daily bars; import some (quantnb db import)')
         return stored
+    try: symbols = loader.resolve_symbols(symbols)   # a bare 600519 is the stored 600519.SH
+    except LookupError as e: raise ValueError(f'symbols: {e}') from None
     missing = [s for s in symbols if s not in stored]
     if missing:
         shown = ', '.join(stored[:12]) + (f', ... ({len(stored)} in all)' if len(stored) > 12 else '')
