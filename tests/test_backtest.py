@@ -167,7 +167,7 @@ def test_backtest_run_trades_the_test_predictions_and_saves_into_the_run(classif
 
 
 def test_backtest_run_refuses_a_regression_run(tmp_path):
-    run_training(model='gru', symbols='600519.SH', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN,
+    run_training(model='gru', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01', model_kwargs=SMALL_RNN,
                  out_dir=str(tmp_path), progress=False, run_name='reg')
     with pytest.raises(ValueError, match='regression run'): backtest_run('reg', output_dir=tmp_path)
 

@@ -12,7 +12,8 @@ import torch
 from quantnb.train.runs import MissingKeyError, TrainingManager, best_baseline, runs_table
 
 QUANTNB = str(Path(sys.executable).parent / 'quantnb')
-TEN = ['600000.SH', '600036.SH', '600519.SH', '601318.SH', '000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ']
+TEN = ['600000.SH', '600036.SH', '600519.SH', '601318.SH',
+       '000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ']
 QUICK = ['--model', 'gru', '--epochs', '1', '--seq_len', '30', '--progress', 'false']
 
 

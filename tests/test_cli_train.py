@@ -84,7 +84,7 @@ def wait_for_status(path: Path, status: str, timeout=180):
 def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes_it(tmp_path):
     e = {**os.environ, 'OMP_NUM_THREADS': '1'}
     e.pop('QUANTNB_OUT', None)
-    p = subprocess.Popen([QUANTNB, 'train', '--model', 'gru', '--symbols', '600519.SH', '--epochs', '2', '--seq_len', '30',
+    p = subprocess.Popen([QUANTNB, 'train', '--model', 'gru', '--symbols', '600519', '--epochs', '2', '--seq_len', '30',
                           '--progress', 'false', '--run_name', 'stopped'], cwd=tmp_path, env=e, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     run_dir = tmp_path / 'out' / 'stopped'
@@ -206,7 +206,7 @@ def test_named_connection_to_a_password_protected_mariadb(tmp_path, mysql_server
         env = {'QUANTNB_HOME': str(home)}
         r = quantnb('db', 'connect', 'research', db.replace('root@', f'{user}:{password}@'), cwd=tmp_path, env=env)
         assert r.returncode == 0 and password not in r.stdout + r.stderr, r.stderr
-        r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519.SH', *QUICK, cwd=tmp_path, env=env)
+        r = quantnb('train', '--db', 'research', '--model', 'gru', '--symbols', '600519', *QUICK, cwd=tmp_path, env=env)
         assert r.returncode == 0, r.stderr[-2000:]
         assert password not in r.stdout + r.stderr
         (meta,) = runs(tmp_path / 'out')

@@ -36,7 +36,8 @@ def test_causality_check_catches_a_shift_minus_one(moutai):
         del FEATURES['leak']
 
 
-@pytest.mark.parametrize('symbol', ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ', '600036.SH', '600276.SH',
+@pytest.mark.parametrize('symbol', ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ',
+                                    '600036.SH', '600276.SH',
                                     '600519.SH', '601318.SH'])
 def test_features_identical_on_forward_and_backward_adjusted_bars(loader, symbol):
     qfq = compute_features(loader.load_kline_data(symbol, adjust='qfq'))

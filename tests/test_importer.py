@@ -253,7 +253,7 @@ def test_a_date_column_is_read_as_trade_date(empty_db_url, tmp_path):
     path = write(tmp_path / 'dated.csv', [PLAIN_HEADER.replace('trade_date', 'date'), *GOOD_ROWS])
     result = import_file(path, empty_db_url)
     assert (result.rows, result.new_rows) == (3, 3)
-    assert StockDataLoader(empty_db_url).load_kline_data('600000.SH', adjust=None).index[0] == pd.Timestamp('2022-01-04')
+    assert StockDataLoader(empty_db_url).load_kline_data('600000', adjust=None).index[0] == pd.Timestamp('2022-01-04')
 
 
 @pytest.mark.parametrize('symbol', ['６００５１９', '\u0666\u0660\u0660\u0665\u0661\u0669', 'sh６００５１９', 'AAPL'])

@@ -7,7 +7,8 @@ from quantnb.core import SAMPLE_DIR
 from quantnb.data.db import (DatabaseNotInitialisedError, EmptyRangeError, StockDataLoader, UnknownSymbolError)
 from quantnb.data.importer import read_kline_csv
 
-SAMPLE_SYMBOLS = ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ', '600036.SH', '600276.SH', '600519.SH', '601318.SH']
+SAMPLE_SYMBOLS = ['000001.SZ', '000002.SZ', '000333.SZ', '000858.SZ', '002415.SZ', '300750.SZ',
+                  '600036.SH', '600276.SH', '600519.SH', '601318.SH']
 
 
 @pytest.fixture(scope='module')

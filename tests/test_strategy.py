@@ -276,7 +276,7 @@ def test_feature_kinds_and_date_ranges(stage1, out_dir):
 
 
 def test_run_two_stage_reusing_a_stage1_run(stage1, out_dir, monkeypatch):
-    extract_features('stage1', ['000001.SZ', '600519.SH'], output_dir=out_dir)      # warm the cache run_two_stage will use
+    extract_features('stage1', ['000001', '600519'], output_dir=out_dir)  # warm the cache run_two_stage will use
     monkeypatch.setattr(two_stage, 'compute_stage1_features', recomputing)
     runs_before = {m['run_name'] for m in TrainingManager.list_runs(out_dir)}
     two = run_two_stage(stage1_run='stage1', symbols='', out_dir=str(out_dir), strategy_epochs=2, window_days=10,
@@ -336,7 +336,7 @@ def test_two_stage_params_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match='model='): TwoStageParams(model='nope')
     p = TwoStageParams.from_dict({'epochs': '3', 'hard': 'false', 'symbols': [600519, 1]})
     assert p.epochs == 3 and p.hard is False and p.symbols == '600519,000001'
-    run_training(model='lstm', task='classification', symbols='600519.SH', epochs=1, seq_len=20, start_date='2019-01-01',
+    run_training(model='lstm', task='classification', symbols='600519', epochs=1, seq_len=20, start_date='2019-01-01',
                  model_kwargs='{"hidden_size": 8, "num_layers": 1}', out_dir=str(tmp_path), progress=False,
                  run_name='clf')
     with pytest.raises(ValueError, match='not a regression'): run_two_stage(stage1_run='clf', out_dir=str(tmp_path))

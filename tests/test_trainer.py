@@ -243,7 +243,7 @@ def test_a_nan_run_fails_without_metrics(tmp_path):
     from quantnb.core import read_json
     from quantnb.train.pipeline import run_training
     with pytest.raises(FloatingPointError, match='epoch 1, batch'):
-        run_training(model='gru', symbols='600519.SH', seq_len=30, epochs=2, lr=1e10, grad_clip=0, out_dir=str(tmp_path),
+        run_training(model='gru', symbols='600519', seq_len=30, epochs=2, lr=1e10, grad_clip=0, out_dir=str(tmp_path),
                      run_name='nan', progress=False, model_kwargs='{"hidden_size": 8, "num_layers": 1}')
     run = tmp_path / 'nan'
     meta = read_json(run / 'metadata.json')

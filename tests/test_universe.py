@@ -74,7 +74,8 @@ def test_membership_csv_of_spells_and_bad_files(tmp_path):
     good = tmp_path / 'spells.csv'
     good.write_text('instrument,start,end\n600519.SH,2019-01-02,2021-12-31\nsz000001,2020-01-02,2020-06-30\n')
     spells = read_membership_file(good)
-    assert members_on(spells, '2020-03-02') == ['000001.SZ', '600519.SH'] and members_on(spells, '2020-07-01') == ['600519.SH']
+    assert members_on(spells, '2020-03-02') == ['000001.SZ', '600519.SH']
+    assert members_on(spells, '2020-07-01') == ['600519.SH']
     header = tmp_path / 'header.csv'
     header.write_text('code,from,to\n600519,2019-01-02,2021-12-31\n')
     with pytest.raises(ValueError, match='header.csv, line 1: expected a header'):

@@ -22,7 +22,7 @@ __all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'quan
            'describe_db_error', 'get_engine', 'fill_default_database_with', 'upsert_frame', 'schema_version', 'migrate',
            'init_db', 'count_stored', 'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
            'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError',
-           'resolve_symbols', 'suspicious_bars']
+           'resolve_instruments', 'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -430,7 +430,7 @@ class StockDataLoader:
 class AmbiguousSymbolError(LookupError):
     "A bare code names more than one stored instrument."
 
-def resolve_symbols(conn: Connection, symbols) -> list[str]:
+def resolve_instruments(conn: Connection, symbols) -> list[str]:
     "Instruments for `symbols`: a bare code becomes the one stored instrument with its digits (else its stock)."
     symbols = parse_symbols(symbols if isinstance(symbols, (str, int, np.integer)) else list(symbols))
     bare = [s for s in symbols if is_bare_code(s)]
@@ -447,8 +447,8 @@ def resolve_symbols(conn: Connection, symbols) -> list[str]:
 
 @patch_to(StockDataLoader)
 def resolve_symbols(self, symbols) -> list[str]:
-    "`resolve_symbols` against this loader's database."
-    with self._connect() as conn: return resolve_symbols(conn, symbols)
+    "`resolve_instruments` against this loader's database."
+    with self._connect() as conn: return resolve_instruments(conn, symbols)
 
 # %% ../../nbs/01_data.db.ipynb 56
 @patch_to(StockDataLoader)
