@@ -16,13 +16,15 @@ from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db
 
 # %% auto 0
 __all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'quantnb_meta', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS',
-           'EXCHANGES', 'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'SCHEMA_VERSION', 'ADJUSTMENTS', 'JUMP_LIMIT',
-           'MIN_ROWS', 'normalize_symbol', 'is_bare_code', 'is_valid_symbol', 'parse_symbols', 'stock_exchange',
-           'default_instrument', 'instrument_kind', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout',
-           'describe_db_error', 'get_engine', 'fill_default_database_with', 'upsert_frame', 'schema_version', 'migrate',
-           'init_db', 'count_stored', 'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
-           'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError',
-           'resolve_instruments', 'suspicious_bars']
+           'EXCHANGES', 'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'SCHEMA_VERSION', 'ADJUSTMENTS',
+           'stock_name_history', 'NAME_SPELL_COLUMNS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_bare_code',
+           'is_valid_symbol', 'parse_symbols', 'stock_exchange', 'default_instrument', 'instrument_kind',
+           'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout', 'describe_db_error', 'get_engine',
+           'fill_default_database_with', 'upsert_frame', 'schema_version', 'migrate', 'init_db', 'count_stored',
+           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
+           'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError', 'resolve_instruments',
+           'name_spells', 'merge_name_spells', 'read_name_history', 'store_name_history', 'listing_table',
+           'suspicious_bars']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -588,6 +590,108 @@ def load_kline_data(self, symbol: str, start_date=None, end_date=None, adjust: s
     return df.droplevel('symbol')
 
 # %% ../../nbs/01_data.db.ipynb 80
+stock_name_history = sa.Table(
+    'stock_name_history', metadata,
+    sa.Column('symbol', sa.String(16), primary_key=True),
+    sa.Column('start_date', sa.Date, primary_key=True, comment='first trading day with this name'),
+    sa.Column('end_date', sa.Date, nullable=False, comment='last trading day with this name (inclusive)'),
+    sa.Column('name', sa.String(64), nullable=False, comment='the name on those days; "ST"/"*ST" mark risk warnings'),
+    **_mysql_options)
+
+NAME_SPELL_COLUMNS = ['symbol', 'start_date', 'end_date', 'name']
+
+# %% ../../nbs/01_data.db.ipynb 82
+def name_spells(bars: pd.DataFrame) -> pd.DataFrame:
+    "Spells of equal consecutive names, `symbol, start_date, end_date, name`, from rows `symbol, trade_date, name`."
+    named = bars['name'].notna() & (bars['name'].astype(str).str.strip() != '')
+    df = bars.loc[named, ['symbol', 'trade_date', 'name']].sort_values(['symbol', 'trade_date'], kind='stable')
+    symbol, name = df['symbol'].to_numpy(object), df['name'].astype(str).to_numpy(object)
+    date = df['trade_date'].to_numpy('datetime64[ns]')
+    change = np.ones(len(df), bool)
+    change[1:] = (symbol[1:] != symbol[:-1]) | (name[1:] != name[:-1])
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], len(df))[:len(starts)] - 1
+    return pd.DataFrame({'symbol': symbol[starts], 'start_date': date[starts], 'end_date': date[ends],
+                         'name': name[starts]})
+
+# %% ../../nbs/01_data.db.ipynb 85
+def merge_name_spells(stored: pd.DataFrame, days: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
+    "Spells after importing `bars` (`symbol, trade_date, name`) over `stored` spells; `days`: the stored bar days."
+    new = bars.loc[bars['name'].notna(), ['symbol', 'trade_date', 'name']]
+    if stored.empty: return name_spells(new)
+    days = days[['symbol', 'trade_date']].astype({'symbol': str, 'trade_date': 'datetime64[ns]'})
+    stored = stored.astype({'symbol': str, 'start_date': 'datetime64[ns]', 'end_date': 'datetime64[ns]'})
+    named = pd.merge_asof(days.sort_values('trade_date'), stored.sort_values('start_date'),
+                          left_on='trade_date', right_on='start_date', by='symbol')
+    kept = named.loc[named['trade_date'] <= named['end_date'], ['symbol', 'trade_date', 'name']]
+    both = pd.concat([new, kept], ignore_index=True).drop_duplicates(['symbol', 'trade_date'], keep='first')
+    return name_spells(both)
+
+# %% ../../nbs/01_data.db.ipynb 88
+def read_name_history(conn: Connection, symbols: Sequence[str] | None = None) -> pd.DataFrame:
+    "Stored name spells of `symbols` (default all), sorted; empty in a database made before names were stored."
+    t = stock_name_history
+    empty = pd.DataFrame({c: pd.Series(dtype='datetime64[ns]' if c.endswith('date') else object)
+                          for c in NAME_SPELL_COLUMNS})
+    if not sa.inspect(conn).has_table(t.name): return empty
+    q = sa.select(*[t.c[c] for c in NAME_SPELL_COLUMNS]).order_by(t.c.symbol, t.c.start_date)
+    if symbols is not None: q = q.where(t.c.symbol.in_(list(symbols)))
+    rows = conn.execute(q).all()
+    if not rows: return empty
+    df = pd.DataFrame(rows, columns=NAME_SPELL_COLUMNS)
+    df[['start_date', 'end_date']] = df[['start_date', 'end_date']].astype('datetime64[ns]')
+    return df
+
+def store_name_history(conn: Connection, bars: pd.DataFrame) -> int:
+    "Fold the names of `bars` (`symbol, trade_date, name`) into `stock_name_history` in the caller's transaction."
+    if 'name' not in bars or not bars['name'].notna().any(): return 0
+    symbols = sorted(bars.loc[bars['name'].notna(), 'symbol'].unique())
+    stored = read_name_history(conn, symbols)
+    days = stored
+    if not stored.empty:
+        k = stock_kline_data
+        days = _read_frame(conn, sa.select(k.c.symbol, k.c.trade_date).where(k.c.symbol.in_(symbols)))
+    spells = merge_name_spells(stored, days, bars)
+    conn.execute(stock_name_history.delete().where(stock_name_history.c.symbol.in_(symbols)))
+    return upsert_frame(conn, stock_name_history, spells)
+
+# %% ../../nbs/01_data.db.ipynb 91
+@patch_to(StockDataLoader)
+def name_history(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
+    "Name spells `symbol, start_date, end_date, name` of `symbols` (default all), sorted by symbol and start."
+    wanted = None if symbols is None else self.resolve_symbols(_as_list(symbols))
+    with self._connect() as conn: return read_name_history(conn, wanted)
+
+@patch_to(StockDataLoader)
+def trading_calendar(self, start_date=None, end_date=None) -> pd.DatetimeIndex:
+    "Every stored trading day (the union of all stocks' bar dates) from `start_date` to `end_date`, sorted."
+    start, end = as_date(start_date, 'start_date'), as_date(end_date, 'end_date')
+    t = stock_kline_data
+    q = sa.select(t.c.trade_date).distinct().order_by(t.c.trade_date)
+    if start: q = q.where(t.c.trade_date >= start)
+    if end: q = q.where(t.c.trade_date <= end)
+    with self._connect() as conn: days = [r[0] for r in conn.execute(q)]
+    return pd.DatetimeIndex(as_datetime64(pd.Series(days, dtype=object)), name='trade_date')
+
+# %% ../../nbs/01_data.db.ipynb 94
+def listing_table(first_last: pd.DataFrame, last_day) -> pd.DataFrame:
+    "`listing_date`, `delisting_date` (NaT while trading on `last_day`) per symbol from its `first_date, last_date`."
+    last = first_last['last_date'].astype('datetime64[ns]')
+    return pd.DataFrame({'listing_date': first_last['first_date'].astype('datetime64[ns]'),
+                         'delisting_date': last.where(last < pd.Timestamp(last_day))}, index=first_last.index)
+
+@patch_to(StockDataLoader)
+def listing_dates(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
+    "Per symbol (default all): `listing_date` (first bar), `delisting_date` (last bar, if before the database's)."
+    summary = self.summary()
+    if summary.empty: raise EmptyRangeError(f'{mask_url(self.url)} holds no daily bars')
+    wanted = summary.index if symbols is None else pd.Index(dict.fromkeys(self.resolve_symbols(_as_list(symbols))))
+    if unknown := [s for s in wanted if s not in summary.index]:
+        raise UnknownSymbolError(f'no daily bars for symbol(s) {", ".join(map(repr, unknown))} '
+                                 f'in {mask_url(self.url)}')
+    return listing_table(summary.loc[wanted], summary['last_date'].max())
+
+# %% ../../nbs/01_data.db.ipynb 97
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 
@@ -618,7 +722,7 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
                             detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
     return out
 
-# %% ../../nbs/01_data.db.ipynb 84
+# %% ../../nbs/01_data.db.ipynb 101
 def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
                     jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
     "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."

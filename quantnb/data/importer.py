@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 from ..core import SAMPLE_DIR, mask_url
 from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error,
                              fill_default_database_with, init_db, default_instrument, stock_basic_info,
-                             stock_kline_data, suspicious_bars, upsert_frame)
+                             stock_kline_data, stock_name_history, store_name_history, suspicious_bars,
+                             upsert_frame)
 
 log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
 log.addHandler(logging.NullHandler())
@@ -177,6 +178,16 @@ def _repeated_dates(df: pd.DataFrame, dates: pd.Series, lines) -> list[ImportPro
         return f'duplicate date {date:%Y-%m-%d} for {symbol} (first on line {first_line[(symbol, date)]})'
     return _problems_where(dup, lines, 'trade_date', message)
 
+def _checked_names(text: pd.Series, lines) -> tuple[pd.Series, list[ImportProblem]]:
+    "Stripped names (None where empty), and the lines whose name is too long for its column."
+    names = text.astype('string').str.strip().replace('', pd.NA)
+    limit = stock_name_history.c.name.type.length
+    too_long = names.fillna('').str.len().to_numpy() > limit
+    problems = _problems_where(too_long, lines, 'name',
+                               lambda i: f'{names.iat[i][:20]!r}... is {len(names.iat[i])} characters; '
+                                         f'a name holds at most {limit}')
+    return names.astype(object).where(names.notna(), None), problems
+
 # %% ../../nbs/02_data.importer.ipynb 20
 def _symbol_problems(symbols: pd.Series, markets: pd.Series, lines) -> tuple[pd.Series, list[ImportProblem]]:
     "Stored symbols (`600519.SH`, `AAPL`) and the problems: A-share rows need a code, other markets a ticker."
@@ -223,6 +234,9 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray, market: str | None = No
 
     df = pd.DataFrame({'symbol': symbol_codes, 'trade_date': dates, **numbers})
     if not markets.isin(['', 'CN']).all(): df['market'] = markets.where(markets != '', 'CN').to_numpy()
+    if 'name' in raw:
+        df['name'], name_problems = _checked_names(raw['name'], lines)
+        problems += name_problems
     problems += _repeated_dates(df, dates, lines)
     return df, sorted(problems, key=lambda p: (p.line or 0, p.field or ''))
 
@@ -421,6 +435,7 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
             log.warning('%s: replaced %s', path, text)
             if len(result.replaced) < _SHOWN_REPLACED: result.replaced.append(text)
         upsert_frame(conn, stock_kline_data, bars.loc[bars.status != 'unchanged', ['symbol', 'trade_date'] + columns])
+        store_name_history(conn, df)           # vendor files: the day's names, as spells
         result.rows += len(bars)
         result.new_rows += int((bars.status == 'new').sum())
         result.changed_rows += len(changed)
