@@ -90,17 +90,20 @@ def _vendor_files(paths: Sequence[str]) -> list[Path]:
     return found
 
 def db_universe(name: str, url: str | None = None, file: str | None = None, top: int | None = None,
-                paths: Sequence[str] = ()) -> int:
-    "Store universe `name` from a membership file or the top-`top` rule over vendor files; print a summary."
-    from quantnb.data.universe import read_membership_file, read_status, save_universe, top_n_spells
-    if (file is None) == (top is None): raise ValueError('give --file FILE, or --top N --bars PATH ...')
+                paths: Sequence[str] = (), start: str | None = None, end: str | None = None) -> int:
+    "Store universe `name` from a membership file, or the top-`top` rule over stored bars or vendor files; summarise."
+    from quantnb.data.universe import (read_membership_file, read_status, rebalance_dates, save_universe,
+                                       stored_status, top_n_spells)
+    if (file is None) == (top is None): raise ValueError('give --file FILE, or --top N (over --bars PATH ... or the '
+                                                         'stored bars)')
+    url = resolve_db_url(url)
     status = read_status(_vendor_files(paths)) if paths else None
     calendar = None if status is None else status['trade_date'].unique()
     if file: spells = read_membership_file(file, calendar)
-    elif status is None: raise ValueError(f'--top {top}: give the vendor files (or directories) to rank: --bars PATH')
     else:
-        spells = top_n_spells(status, top)
-    url = resolve_db_url(url)
+        if status is None: status = stored_status(url, start, end)   # the database's own bars and names
+        dates = rebalance_dates(status['trade_date'], start=start, end=end)
+        spells = top_n_spells(status, top, dates)
     save_universe(url, name, spells)
     span = f'{spells["start"].min():%Y-%m-%d}..{spells["end"].max():%Y-%m-%d}' if len(spells) else 'empty'
     stocks = spells['symbol'].nunique()
@@ -425,9 +428,12 @@ def add_db_commands(commands) -> None:
                    help='vendor files or directories: ranked for --top; their trading calendar ends the spells '
                         'of a rebalance-list file')
     p.add_argument('--file', help="Qlib instruments .txt, or CSV 'instrument,start,end' / 'effective_date,code'")
-    p.add_argument('--top', type=int, help='keep the N largest of --bars at each half-yearly rebalance')
+    p.add_argument('--top', type=int, help='keep the N largest stocks (of --bars, else of the stored bars) at each '
+                                           'half-yearly rebalance')
+    p.add_argument('--start', help='first rebalance on or after this date (YYYY-MM-DD)')
+    p.add_argument('--end', help='last rebalance on or before this date')
     p.add_argument('--url', help=URL_HELP)
-    p.set_defaults(handler=lambda a: db_universe(a.name, a.url, a.file, a.top, a.bars))
+    p.set_defaults(handler=lambda a: db_universe(a.name, a.url, a.file, a.top, a.bars, a.start, a.end))
 
 # %% ../nbs/90_cli.ipynb 27
 def add_runs_commands(commands) -> None:

@@ -13,12 +13,13 @@ import numpy as np, pandas as pd
 from ..core import SAMPLE_DIR
 import sqlalchemy as sa
 
-from .db import init_db, default_instrument, universe
+from ..core import mask_url
+from .db import StockDataLoader, default_instrument, init_db, instrument_kind, universe
 
 # %% auto 0
 __all__ = ['UNIVERSE_SLICE_DIR', 'VENDOR_STATUS_COLUMNS', 'SPELL_COLUMNS', 'universe_slice_files', 'read_status',
            'rebalance_dates', 'top_n_members', 'spells_frame', 'membership_spells', 'members_on', 'top_n_spells',
-           'read_membership_file', 'save_universe']
+           'read_membership_file', 'save_universe', 'stored_status']
 
 # %% ../../nbs/02a_data.universe.ipynb 5
 UNIVERSE_SLICE_DIR = SAMPLE_DIR/'universe'   # 40 real A-shares, 2019-01-02 .. 2021-12-31 (see its SOURCE.md)
@@ -158,3 +159,28 @@ def save_universe(url: str | None, name: str, spells: pd.DataFrame) -> int:
         conn.execute(sa.delete(universe).where(universe.c.name == name))
         if rows: conn.execute(sa.insert(universe), rows)
     return len(rows)
+
+# %% ../../nbs/02a_data.universe.ipynb 31
+def stored_status(url: str | None = None, start=None, end=None, window: int = 20) -> pd.DataFrame:
+    "The `top{N}` rule's input from a database: `symbol, trade_date, name, float_market_cap` of every stored stock."
+    loader = StockDataLoader(url)
+    calendar = loader.trading_calendar(end_date=end)
+    if start is not None:   # the rule looks back `window` trading days before the first rebalance
+        before = calendar[calendar < pd.Timestamp(start)]
+        start = before[-window] if len(before) >= window else None
+    held = loader.summary()
+    if start is not None: held = held[held['last_date'] >= start]
+    if end is not None: held = held[held['first_date'] <= pd.Timestamp(end)]
+    stocks = [s for s in held.index if instrument_kind(s) == 'stock']
+    if not stocks: raise ValueError(f'{mask_url(loader.url)} holds no stock bars to rank')
+    names = loader.name_history(stocks)
+    if names.empty:
+        raise ValueError(f'{mask_url(loader.url)} has no name history (its bars were imported before names were '
+                         'kept), so ST days are unknown: re-import the vendor files, or rank them with --bars')
+    bars = loader.load_many(stocks, None, end, adjust=None)[['float_market_cap']].reset_index()   # (a stock may be
+    if start is not None: bars = bars[bars['trade_date'] >= start]             # suspended through the whole window)
+    bars = bars.dropna(subset=['float_market_cap']).sort_values(['trade_date', 'symbol'], ignore_index=True)
+    spells = names.sort_values(['start_date', 'symbol'])[['symbol', 'start_date', 'name']]
+    out = pd.merge_asof(bars, spells, left_on='trade_date', right_on='start_date', by='symbol')
+    return (out[['symbol', 'trade_date', 'name', 'float_market_cap']].assign(name=out['name'].fillna(''))
+            .sort_values(['symbol', 'trade_date'], ignore_index=True))
