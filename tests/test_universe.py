@@ -1,4 +1,5 @@
 """Point-in-time universes: the top-N rule's edge cases, no look-ahead, spells, membership files and their errors."""
+from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -176,9 +177,29 @@ def test_db_universe_command(tmp_path, capsys):
     assert main(['db', 'universe', 'csi', '--file', str(tmp_path / 'csi.txt'), '--url', url]) == 0
     assert loader.universe_members('csi', '2020-01-02') == ['600519.SH']
     assert main(['db', 'universe', 'x', '--url', url]) == 1
-    assert 'give --file FILE, or --top N --bars' in capsys.readouterr().err
+    assert 'give --file FILE, or --top N (over --bars PATH' in capsys.readouterr().err
     bad = tmp_path / 'bad.txt'
     bad.write_text('SH000001\t2021-01-04\t2019-12-31\n')
     assert main(['db', 'universe', 'csi', '--file', str(bad), '--url', url]) == 1
     assert 'bad.txt, line 1' in capsys.readouterr().err
     assert loader.universe_members('csi', '2020-01-02') == ['600519.SH']   # the stored universe is unchanged
+
+
+def test_top_n_from_stored_bars_equals_the_rule_over_vendor_files(tmp_path, status, capsys):
+    "The rule over the database's own bars and name history; a database without names is refused, not mis-ranked."
+    import shutil
+    from quantnb.cli import main
+    from quantnb.data.db import StockDataLoader
+    from quantnb.data.importer import import_paths
+    from quantnb.data.universe import stored_status, top_n_spells, universe_slice_files
+    url = f'sqlite:///{tmp_path}/stored.db'
+    assert all(r.ok for r in import_paths(universe_slice_files(), url))
+    pd.testing.assert_frame_equal(top_n_spells(stored_status(url), 15), top_n_spells(status, 15))
+    assert main(['db', 'universe', 'top15', '--top', '15', '--url', url]) == 0
+    assert StockDataLoader(url).universe_members('top15').equals(top_n_spells(status, 15))
+    legacy = tmp_path / 'legacy.sqlite'   # bars imported by the previous release: no names, so no ST days
+    shutil.copy(Path(__file__).parent / 'data' / 'legacy_v1.sqlite', legacy)
+    capsys.readouterr()
+    assert main(['db', 'universe', 'top2', '--top', '2', '--url', f'sqlite:///{legacy}']) == 1
+    assert 'has no name history' in capsys.readouterr().err
+    assert StockDataLoader(f'sqlite:///{legacy}').list_universes() == ['mini']
