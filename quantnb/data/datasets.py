@@ -4,7 +4,8 @@
 
 # %% ../../nbs/04_data.datasets.ipynb 4
 from __future__ import annotations
-import dataclasses
+import dataclasses, hashlib, json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np, pandas as pd
@@ -13,14 +14,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import patch_to
 from .db import StockDataLoader, as_datetime64
-from .features import compute_features
+from .cache import (CorruptEntry, FeaturePanel, feature_panel, load_derived, load_feature_panel,
+                                store_derived)
 
 # %% auto 0
 __all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'stock_starts', 'finite_rows', 'complete_windows', 'future_return_array',
            'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split', 'chronological_split',
            'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'sample_targets', 'purge_end_dates',
-           'assign_segments', 'fit_normalizer', 'datasets_from_features', 'member_days', 'build_datasets',
-           'load_datasets', 'make_dataloaders']
+           'assign_segments', 'fit_normalizer', 'normalized_values', 'datasets_from_panel', 'datasets_from_features',
+           'member_days', 'panel_member_days', 'build_datasets', 'load_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_data.datasets.ipynb 6
 def _new_stock(codes) -> np.ndarray:
@@ -71,12 +73,14 @@ DIRECTION_CLASSES = ('down', 'flat', 'up')
 def future_return_array(close: np.ndarray, stock_end: np.ndarray, horizon: int, dtype=np.float32) -> np.ndarray:
     "`[rows, horizon]` cumulative returns to the close k = 1..horizon rows ahead within the same stock, else NaN."
     if horizon < 1: raise ValueError(f'horizon={horizon} must be at least 1')
-    n = len(close)
-    out = np.full((n, horizon), np.nan, dtype)
-    rows = np.arange(n)
-    for k in range(1, horizon + 1):
-        ok = rows + k < stock_end
-        out[ok, k - 1] = close[rows[ok] + k] / close[ok] - 1
+    n, ahead = len(close), np.arange(1, horizon + 1)
+    out = np.empty((n, horizon), dtype)
+    for a in range(0, n, 1 << 16):   # in blocks of rows: temporaries stay small
+        b = min(a + (1 << 16), n)
+        later = np.arange(a, b)[:, None] + ahead                       # [rows, horizon]: the row k ahead
+        returns = close[np.minimum(later, n - 1)] / close[a:b, None] - 1
+        returns[later >= stock_end[a:b, None]] = np.nan                # another stock's row, or none
+        out[a:b] = returns
     return out
 
 def future_returns(bars: pd.DataFrame, horizon: int = 7) -> pd.DataFrame:
@@ -112,6 +116,11 @@ SEGMENTS = ('train', 'val', 'test')
 
 def _ts(x): return None if x is None else pd.Timestamp(x)
 
+def _ns_dates(values) -> np.ndarray:
+    "Dates as a datetime64[ns] array (as they are, when they are that already)."
+    if isinstance(values, np.ndarray) and values.dtype == np.dtype('datetime64[ns]'): return values
+    return as_datetime64(pd.Series(values)).to_numpy()
+
 @dataclasses.dataclass
 class Split:
     "Date boundaries of train / val / test and the purge gap (trading days) between segments."
@@ -131,7 +140,7 @@ class Split:
     def assign(self, dates, gap_end) -> np.ndarray:
         """Segment code per sample: 0 train, 1 val, 2 test, -1 none (purged or outside).
         `gap_end`: the date `gap_days` bars later (NaT if none)."""
-        t, e = as_datetime64(pd.Series(dates)).to_numpy(), as_datetime64(pd.Series(gap_end)).to_numpy()
+        t, e = _ns_dates(dates), _ns_dates(gap_end)
         has_future = ~np.isnat(e)
         vs, ts = np.datetime64(self.val_start, 'ns'), np.datetime64(self.test_start, 'ns')
         train = (t < vs) & has_future & (e < vs)
@@ -198,53 +207,90 @@ class Normalizer:
         if self.method not in ('zscore', 'robust'):
             raise ValueError(f"normalization={self.method!r}: use 'zscore' or 'robust'")
 
+    def _fit_column(self, x: np.ndarray) -> tuple[float, float]:
+        x = x[np.isfinite(x)]
+        if len(x) == 0: return 0.0, 1.0
+        if self.method == 'zscore': c, s = float(x.mean()), float(x.std())
+        else: c = float(np.median(x)); s = float(np.median(np.abs(x - c)) * 1.4826)
+        return c, (s if s > 1e-12 else 1.0)   # a constant feature is centred, not blown up
+
     def _fit_rows(self, columns: Sequence[np.ndarray]) -> dict:
-        center, scale = [], []
-        for x in columns:
-            x = x[np.isfinite(x)]
-            if len(x) == 0: c, s = 0.0, 1.0
-            elif self.method == 'zscore': c, s = float(x.mean()), float(x.std())
-            else:
-                c = float(np.median(x)); s = float(np.median(np.abs(x - c)) * 1.4826)
-            center.append(c); scale.append(s if s > 1e-12 else 1.0)   # a constant feature is centred, not blown up
-        return {'center': center, 'scale': scale}
+        center, scale = zip(*[self._fit_column(x) for x in columns]) if len(columns) else ((), ())
+        return {'center': list(center), 'scale': list(scale)}
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
     @classmethod
     def from_dict(cls, d: dict) -> Normalizer: return cls(**d)
 
 # %% ../../nbs/04_data.datasets.ipynb 30
+def _column(features, j: int) -> np.ndarray:
+    "Column `j` of a frame (as float64) or of a `[rows, features]` array (a strided view: no copy)."
+    return features.iloc[:, j].to_numpy(np.float64) if isinstance(features, pd.DataFrame) else features[:, j]
+
+def _check_width(normalizer, features):
+    if isinstance(features, pd.DataFrame):
+        if list(features.columns) != normalizer.feature_names:
+            raise ValueError(f'features {list(features.columns)} differ from the fitted {normalizer.feature_names}')
+    elif features.ndim != 2 or features.shape[1] != len(normalizer.feature_names):
+        raise ValueError(f'features of shape {features.shape}: the normaliser knows {len(normalizer.feature_names)} '
+                         f'features {normalizer.feature_names}')
+
 @patch_to(Normalizer)
-def fit(self, features: pd.DataFrame, rows: np.ndarray, symbols=None) -> Normalizer:
-    "Fit on the rows of `features` selected by boolean `rows`; `symbols` (per row) for per-symbol statistics."
-    self.feature_names = list(features.columns)
-    def columns(sel):   # one column at a time: never a copy of the whole training frame
-        return (features[c].to_numpy(np.float64)[sel] for c in self.feature_names)
-    self.stats = {'*': self._fit_rows(columns(rows))}
-    if self.per_symbol:
+def fit(self, features: pd.DataFrame | np.ndarray, rows: np.ndarray, symbols=None) -> Normalizer:
+    """Fit on the rows of `features` selected by boolean `rows`: a frame, or a `[rows, features]` array whose columns
+    are `feature_names`; `symbols` (per row) for per-symbol statistics. One column at a time: no copy of the whole."""
+    if isinstance(features, pd.DataFrame): self.feature_names = list(features.columns)
+    _check_width(self, features)
+    train = np.flatnonzero(rows)
+    pooled = {'center': [], 'scale': []}
+    self.stats = {'*': pooled}
+    if self.per_symbol:   # each symbol's training rows side by side, in row order: one gather per column
         codes, names = pd.factorize(symbols)
-        for i in np.unique(codes[rows]):
-            self.stats[str(names[i])] = self._fit_rows(columns(rows & (codes == i)))
+        by_symbol = train[np.argsort(codes[train], kind='stable')]
+        present, first = np.unique(codes[by_symbol], return_index=True)
+        spans = list(zip(present, first, np.r_[first[1:], len(by_symbol)]))
+        for i, _, _ in spans: self.stats[str(names[i])] = {'center': [], 'scale': []}
+    for j in range(len(self.feature_names)):
+        column = _column(features, j)
+        for key, value in zip(('center', 'scale'), self._fit_column(np.asarray(column[train], np.float64))):
+            pooled[key].append(value)
+        if self.per_symbol:
+            x = np.asarray(column[by_symbol], np.float64)
+            for i, a, b in spans:
+                c, s = self._fit_column(x[a:b])
+                self.stats[str(names[i])]['center'].append(c); self.stats[str(names[i])]['scale'].append(s)
     return self
 
 # %% ../../nbs/04_data.datasets.ipynb 32
 @patch_to(Normalizer)
-def transform(self, features: pd.DataFrame, symbols=None, out: np.ndarray | None = None) -> np.ndarray:
-    "Normalised, clipped float32 `[rows, features]`, filled column by column (no float64 copy of the frame)."
-    if list(features.columns) != self.feature_names:
-        raise ValueError(f'features {list(features.columns)} differ from the fitted {self.feature_names}')
-    out = np.empty((len(features), len(self.feature_names)), np.float32) if out is None else out
+def transform_blocks(self, features: pd.DataFrame | np.ndarray, symbols=None, block_rows: int = 1 << 14):
+    "Normalised, clipped float32 rows of `features` (a frame or an array), yielded `block_rows` at a time."
+    _check_width(self, features)
     center, scale = (np.asarray(self.stats['*'][k]) for k in ('center', 'scale'))
-    if self.per_symbol and symbols is not None:   # per-row statistics; unseen symbols get the pooled ones
+    per_row = self.per_symbol and symbols is not None
+    if per_row:   # per-row statistics; unseen symbols get the pooled ones
         codes, names = pd.factorize(symbols)
         keys = [str(n) if str(n) in self.stats else '*' for n in names]
-        centers = np.array([self.stats[k]['center'] for k in keys])
-        scales = np.array([self.stats[k]['scale'] for k in keys])
-    for j, name in enumerate(self.feature_names):
-        x = features[name].to_numpy(np.float64)
-        if self.per_symbol and symbols is not None: out[:, j] = (x - centers[codes, j]) / scales[codes, j]
-        else: out[:, j] = (x - center[j]) / scale[j]
-    if self.clip is not None: np.clip(out, -self.clip, self.clip, out=out)
+        centers = np.array([self.stats[k]['center'] for k in keys]).reshape(len(keys), -1)
+        scales = np.array([self.stats[k]['scale'] for k in keys]).reshape(len(keys), -1)
+    frame = isinstance(features, pd.DataFrame)
+    for a in range(0, len(features), block_rows):
+        b = min(a + block_rows, len(features))
+        x = features.iloc[a:b].to_numpy(np.float64, copy=True) if frame else np.array(features[a:b], np.float64)
+        if per_row: x -= centers[codes[a:b]]; x /= scales[codes[a:b]]
+        else: x -= center; x /= scale
+        block = x.astype(np.float32)
+        if self.clip is not None: np.clip(block, -self.clip, self.clip, out=block)
+        yield block
+
+@patch_to(Normalizer)
+def transform(self, features: pd.DataFrame | np.ndarray, symbols=None, out: np.ndarray | None = None) -> np.ndarray:
+    "Normalised, clipped float32 `[rows, features]`, block by block; `out` may be `features` itself (in place)."
+    out = np.empty((len(features), len(self.feature_names)), np.float32) if out is None else out
+    row = 0
+    for block in self.transform_blocks(features, symbols):
+        out[row:row + len(block)] = block
+        row += len(block)
     return out
 
 # %% ../../nbs/04_data.datasets.ipynb 35
@@ -289,6 +335,7 @@ class DatasetBundle:
     dates: np.ndarray            # per row, datetime64[ns]
     close: np.ndarray            # per row, the (adjusted) close the targets are measured from
     flat_threshold: float = 0.005
+    fingerprint: str | None = None   # digest of the data's fingerprint (`data.cache.data_digest`), if from a database
 
     def segment(self, name: str) -> WindowDataset:
         if name not in SEGMENTS: raise ValueError(f'segment {name!r}: use one of {SEGMENTS}')
@@ -316,7 +363,8 @@ class DatasetBundle:
         return {'task': self.task, 'seq_len': self.seq_len, 'horizon': self.horizon,
                 'n_features': len(self.feature_names), 'feature_names': list(self.feature_names),
                 'symbols': list(self.symbol_names), 'flat_threshold': self.flat_threshold,
-                'split': self.split.to_dict(), 'segments': segments, 'normalizer': self.normalizer.to_dict()}
+                'split': self.split.to_dict(), 'segments': segments, 'normalizer': self.normalizer.to_dict(),
+                'fingerprint': self.fingerprint}
 
 # %% ../../nbs/04_data.datasets.ipynb 40
 TASKS = ('regression', 'classification')
@@ -363,39 +411,65 @@ def assign_segments(dates: np.ndarray, gap_end: np.ndarray, usable: np.ndarray, 
     return segment, split
 
 # %% ../../nbs/04_data.datasets.ipynb 46
-def fit_normalizer(features: pd.DataFrame, dates: np.ndarray, split: Split, codes: np.ndarray, names,
-                   normalization: str, per_symbol: bool, clip: float | None) -> tuple[Normalizer, np.ndarray]:
-    "A normaliser fit on the training dates of `split`, and the normalised float32 `[rows, features]` array."
+def _symbols_per_row(codes: np.ndarray, names) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, pd.Index(names).astype(str))
+
+def fit_normalizer(features: pd.DataFrame | np.ndarray, dates: np.ndarray, split: Split, codes: np.ndarray, names,
+                   normalization: str, per_symbol: bool, clip: float | None,
+                   feature_names: Sequence[str] | None = None) -> Normalizer:   # an array's column names
+    "A normaliser fit on the rows of `features` (a frame or a `[rows, features]` array) dated in `split`'s training."
     train_rows = dates < np.datetime64(split.val_start, 'ns')
     if split.train_start is not None: train_rows &= dates >= np.datetime64(split.train_start, 'ns')
-    per_row_symbol = pd.Categorical.from_codes(codes, names.astype(str)) if per_symbol else None
-    normalizer = Normalizer(normalization, per_symbol, clip).fit(features, train_rows, per_row_symbol)
-    return normalizer, normalizer.transform(features, per_row_symbol)
+    normalizer = Normalizer(normalization, per_symbol, clip, feature_names=list(feature_names or []))
+    return normalizer.fit(features, train_rows, _symbols_per_row(codes, names) if per_symbol else None)
 
 # %% ../../nbs/04_data.datasets.ipynb 49
-def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: int = 60, horizon: int = 7,
-                           task: str = 'regression', split: Split | None = None, train: float = 0.7,
-                           val: float = 0.15, gap_days: int | None = None, normalization: str = 'zscore',
-                           per_symbol: bool = False, clip: float | None = 10.0,
-                           flat_threshold: float = 0.005,
-                           member: np.ndarray | None = None) -> DatasetBundle:   # rows where the stock may be sampled
-    "Windows, targets and split for precomputed `features` (same `(symbol, trade_date)` index as `bars`)."
+def _values_name(split: Split, normalization: str, per_symbol: bool, clip: float | None) -> str:
+    "Name of the normalised values of a panel: what the fit depends on besides the panel."
+    fit = {'val_start': f'{split.val_start:%Y-%m-%d}',
+           'train_start': split.train_start and f'{split.train_start:%Y-%m-%d}',
+           'normalization': normalization, 'per_symbol': per_symbol, 'clip': clip}
+    return 'values-' + hashlib.sha256(json.dumps(fit, sort_keys=True).encode()).hexdigest()[:24]
+
+def normalized_values(panel: FeaturePanel, split: Split, normalization: str = 'zscore', per_symbol: bool = False,
+                      clip: float | None = 10.0, in_place: bool = False) -> tuple[Normalizer, np.ndarray]:
+    """The normaliser fit on `split`'s training rows of `panel` and the normalised float32 values: mapped from the
+    panel's cache entry when stored before; else computed (in `panel.features` itself if `in_place`), stored there."""
+    name = _values_name(split, normalization, per_symbol, clip)
+    if (stored := load_derived(panel, name)) is not None:
+        values, meta = stored
+        return Normalizer.from_dict(meta['normalizer']), values
+    normalizer = fit_normalizer(panel.features, panel.dates, split, panel.codes, panel.symbols, normalization,
+                                per_symbol, clip, panel.feature_names)
+    symbols = _symbols_per_row(panel.codes, panel.symbols) if per_symbol else None
+    meta, shape = {'normalizer': normalizer.to_dict()}, panel.features.shape
+    if in_place and panel.features.flags.writeable:   # computed for this call: normalised where it is
+        values = normalizer.transform(panel.features, symbols, out=panel.features)
+        stored = store_derived(panel, name, [values], shape, np.float32, meta)
+        return normalizer, values if stored is None else stored
+    if panel.path is not None:   # mapped from the cache: blocks go straight to a file beside the entry
+        blocks = normalizer.transform_blocks(panel.features, symbols)
+        stored = store_derived(panel, name, blocks, shape, np.float32, meta)
+        if stored is not None: return normalizer, stored
+    return normalizer, normalizer.transform(panel.features, symbols)
+
+# %% ../../nbs/04_data.datasets.ipynb 51
+def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7, task: str = 'regression',
+                        split: Split | None = None, train: float = 0.7, val: float = 0.15, gap_days: int | None = None,
+                        normalization: str = 'zscore', per_symbol: bool = False, clip: float | None = 10.0,
+                        flat_threshold: float = 0.005,
+                        member: np.ndarray | None = None,   # rows where the stock may be sampled
+                        in_place: bool = False) -> DatasetBundle:   # normalise the panel's own array (consumes it)
+    "Windows, targets and split over a `FeaturePanel` (features of many stocks, one float32 array)."
     if task not in TASKS: raise ValueError(f'task={task!r}: use one of {TASKS}')
     if seq_len < 1: raise ValueError(f'seq_len={seq_len} must be at least 1')
     gap_days = horizon if gap_days is None else gap_days
     if gap_days < horizon:
         raise ValueError(f'gap_days={gap_days} is shorter than horizon={horizon}: '
                          'labels would cross into the next segment')
-    if not features.index.equals(bars.index): raise ValueError('features and bars must share one index')
-    n = len(features)
-    codes, names = pd.factorize(features.index.get_level_values(0))
-    codes = codes.astype(np.int32)
-    dates = as_datetime64(features.index.get_level_values(1)).to_numpy()
+    n, codes, dates, close, finite = len(panel), panel.codes, panel.dates, panel.close, panel.finite
     stock_end = _stock_ends(codes)
-
-    finite = finite_rows(features)
     window_ok = complete_windows(finite, codes, seq_len)
-    close = bars['close'].to_numpy(np.float64)
     targets, has_target = sample_targets(close, stock_end, task, horizon, flat_threshold)
     usable = window_ok & has_target
     if member is not None: usable &= np.asarray(member, bool)   # a universe: samples only on member days
@@ -410,22 +484,33 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, seq_len: 
                                      train, val, gap_days, horizon, explain)
     del stock_end
 
-    normalizer, values = fit_normalizer(features, dates, split, codes, names, normalization, per_symbol, clip)
+    normalizer, values = normalized_values(panel, split, normalization, per_symbol, clip, in_place)
     datasets = {name: WindowDataset(values, targets, np.flatnonzero(segment == code), seq_len)
                 for code, name in enumerate(SEGMENTS)}
-    return DatasetBundle(**datasets, feature_names=list(features.columns), seq_len=seq_len, horizon=horizon,
+    return DatasetBundle(**datasets, feature_names=list(panel.feature_names), seq_len=seq_len, horizon=horizon,
                          task=task, split=split, normalizer=normalizer, symbol_codes=codes,
-                         symbol_names=[str(x) for x in names], dates=dates, close=close,
-                         flat_threshold=flat_threshold)
+                         symbol_names=[str(x) for x in panel.symbols], dates=dates, close=close,
+                         flat_threshold=flat_threshold, fingerprint=panel.data_digest)
 
-# %% ../../nbs/04_data.datasets.ipynb 52
-def member_days(index: pd.MultiIndex, spells: pd.DataFrame) -> np.ndarray:
-    "Per row of a `(symbol, trade_date)` index grouped by symbol: whether a spell (`symbol, start, end`) covers it."
-    symbols = index.get_level_values(0).to_numpy()
-    dates = as_datetime64(index.get_level_values(1)).to_numpy()
-    starts = np.flatnonzero(_new_stock(symbols))
-    span = dict(zip(symbols[starts], zip(starts, np.r_[starts[1:], len(symbols)])))
-    member = np.zeros(len(symbols), bool)
+def _frames_panel(features: pd.DataFrame, bars: pd.DataFrame) -> FeaturePanel:
+    "A panel of precomputed `features` (a frame on the `(symbol, trade_date)` index of `bars`)."
+    if not features.index.equals(bars.index): raise ValueError('features and bars must share one index')
+    codes, names = pd.factorize(features.index.get_level_values(0))
+    values = np.ascontiguousarray(features.to_numpy(), dtype=np.float32)
+    return FeaturePanel(values, bars['close'].to_numpy(np.float64),
+                        as_datetime64(features.index.get_level_values(1)).to_numpy(), codes.astype(np.int32),
+                        finite_rows(features), [str(x) for x in names], list(features.columns))
+
+def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, **kwargs) -> DatasetBundle:
+    "Windows, targets and split for precomputed `features` (same `(symbol, trade_date)` index as `bars`)."
+    return datasets_from_panel(_frames_panel(features, bars), in_place=True, **kwargs)
+
+# %% ../../nbs/04_data.datasets.ipynb 54
+def _member_rows(codes: np.ndarray, names, dates: np.ndarray, spells: pd.DataFrame) -> np.ndarray:
+    "Per row (rows grouped by stock, `codes` index `names`): whether a spell (`symbol, start, end`) covers it."
+    starts = np.flatnonzero(_new_stock(codes))
+    span = dict(zip((str(names[codes[s]]) for s in starts), zip(starts, np.r_[starts[1:], len(codes)])))
+    member = np.zeros(len(codes), bool)
     for sym, start, end in spells[['symbol', 'start', 'end']].itertuples(index=False):
         if sym not in span: continue
         lo, hi = span[sym]
@@ -434,31 +519,46 @@ def member_days(index: pd.MultiIndex, spells: pd.DataFrame) -> np.ndarray:
         member[lo + first:lo + last] = True
     return member
 
-# %% ../../nbs/04_data.datasets.ipynb 55
+def member_days(index: pd.MultiIndex, spells: pd.DataFrame) -> np.ndarray:
+    "Per row of a `(symbol, trade_date)` index grouped by symbol: whether a spell (`symbol, start, end`) covers it."
+    codes, names = pd.factorize(index.get_level_values(0))
+    return _member_rows(codes, names, as_datetime64(index.get_level_values(1)).to_numpy(), spells)
+
+def panel_member_days(panel: FeaturePanel, spells: pd.DataFrame) -> np.ndarray:
+    "Per row of a feature panel: whether a spell (`symbol, start, end`) covers it."
+    return _member_rows(panel.codes, panel.symbols, panel.dates, spells)
+
+# %% ../../nbs/04_data.datasets.ipynb 57
 def _as_panel(bars: pd.DataFrame) -> pd.DataFrame:
     "Bars indexed by (symbol, trade_date), sorted; a single stock's date-indexed frame gets its symbol from attrs."
     if not isinstance(bars.index, pd.MultiIndex):
         bars = pd.concat({bars.attrs.get('symbol', 'stock'): bars}, names=['symbol', 'trade_date'])
-    return bars.sort_index()
+    return bars if bars.index.is_monotonic_increasing else bars.sort_index()   # sorted already: no copy
 
 def build_datasets(bars: pd.DataFrame, feature_set: str | Sequence[str] = 'basic11', spells: pd.DataFrame | None = None,
                    **kwargs) -> DatasetBundle:
-    "Features of `bars` (one stock or a panel), then `datasets_from_features`; `spells`: sample member days only."
-    bars = _as_panel(bars)
-    member = None if spells is None else member_days(bars.index, spells)
-    return datasets_from_features(compute_features(bars, feature_set, dropna=False), bars, member=member, **kwargs)
+    "Features of `bars` (one stock or a panel) into one array, then `datasets_from_panel`; `spells`: member days only."
+    panel = feature_panel(_as_panel(bars), feature_set)
+    member = None if spells is None else panel_member_days(panel, spells)
+    return datasets_from_panel(panel, member=member, in_place=True, **kwargs)
 
 def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_date=None, end_date=None,
-                  adjust: str = 'qfq', feature_set: str | Sequence[str] = 'basic11', **kwargs) -> DatasetBundle:
-    "Load bars from the database (default: the embedded sample) and build the datasets; `symbols` may name a universe."
+                  adjust: str = 'qfq', feature_set: str | Sequence[str] = 'basic11',
+                  cache: bool | str | Path = True, **kwargs) -> DatasetBundle:
+    """Bars from the database (default: the embedded sample), features through the feature cache (`cache=False`:
+    none; a path: the cache's directory), then the datasets; `symbols` may name a stored universe."""
     loader, spells = StockDataLoader(url), None
     if isinstance(symbols, str) and symbols in loader.list_universes():   # e.g. 'top300': members, on member days
         spells = loader.universe_members(symbols)
         symbols = sorted(set(spells['symbol']) & set(loader.list_symbols()))
-    bars = loader.load_many(symbols, start_date, end_date, adjust=adjust)
-    return build_datasets(bars, feature_set, spells=spells, **kwargs)
+    def build():
+        panel = load_feature_panel(loader, symbols, start_date, end_date, adjust, feature_set, cache=cache)
+        member = None if spells is None else panel_member_days(panel, spells)
+        return datasets_from_panel(panel, member=member, in_place=True, **kwargs)
+    try: return build()
+    except CorruptEntry: return build()   # cached features failed their check on first use (entry removed): again
 
-# %% ../../nbs/04_data.datasets.ipynb 57
+# %% ../../nbs/04_data.datasets.ipynb 61
 def make_dataloaders(bundle: DatasetBundle, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
                      num_workers: int = 0, drop_last: bool = False) -> dict[str, DataLoader]:
     "Train (shuffled with a seeded generator), val and test DataLoaders over a bundle."

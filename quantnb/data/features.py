@@ -4,15 +4,15 @@
 
 # %% ../../nbs/03_data.features.ipynb 4
 from __future__ import annotations
-import dataclasses, functools
+import dataclasses, functools, hashlib
 from typing import Callable, Sequence
 
 import numpy as np, pandas as pd
 import talib
 
 # %% auto 0
-__all__ = ['FEATURES', 'FEATURE_SETS', 'Bars', 'Feature', 'register_feature', 'feature', 'feature_names', 'compute_features',
-           'CausalityError', 'assert_causal']
+__all__ = ['FEATURES', 'FEATURE_SETS', 'FEATURES_VERSION', 'Bars', 'Feature', 'register_feature', 'feature', 'feature_names',
+           'compute_features', 'features_into', 'features_digest', 'CausalityError', 'assert_causal']
 
 # %% ../../nbs/03_data.features.ipynb 6
 class Bars:
@@ -227,7 +227,8 @@ def feature_names(feature_set: str | Sequence[str] = 'all') -> list[str]:
 FEATURE_SETS = {name: feature_names(name) for name in ('basic11', 'ta45')}
 
 # %% ../../nbs/03_data.features.ipynb 26
-def _compute_one(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+def _checked_bars(df: pd.DataFrame, names: Sequence[str]) -> Bars:
+    "One stock's `Bars`, once its dates ascend and it has every column the features need."
     if not df.index.get_level_values(-1).is_monotonic_increasing:
         raise ValueError('bars must be sorted by date (ascending) so that features look only backwards')
     bars = Bars(df)
@@ -235,6 +236,10 @@ def _compute_one(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
         missing = [c for c in FEATURES[name].needs if c not in bars.available]
         if missing:
             raise ValueError(f'feature {name!r} needs column(s) {missing}, which these bars lack (or hold NaN in)')
+    return bars
+
+def _compute_one(df: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    bars = _checked_bars(df, names)
     with np.errstate(divide='ignore', invalid='ignore'):
         data = {name: np.asarray(FEATURES[name].fn(bars), dtype=np.float64) for name in names}
     out = pd.DataFrame(data, index=df.index)
@@ -252,6 +257,38 @@ def compute_features(kline_df: pd.DataFrame,
     return out.dropna() if dropna else out
 
 # %% ../../nbs/03_data.features.ipynb 35
+def features_into(df: pd.DataFrame, names: Sequence[str], out: np.ndarray) -> np.ndarray:
+    "One stock's features (bars `df`, dates ascending) written into `out` (`[rows, len(names)]`, float32); `out`."
+    if out.shape != (len(df), len(names)):
+        raise ValueError(f'out has shape {out.shape}; {len(df)} bars x {len(names)} features '
+                         f'need {(len(df), len(names))}')
+    bars = _checked_bars(df, names)
+    with np.errstate(all='ignore'):   # 0/0 on flat days; a float64 beyond float32's range becomes inf, then NaN
+        for j, name in enumerate(names): out[:, j] = FEATURES[name].fn(bars)
+    out[np.isinf(out)] = np.nan
+    return out
+
+# %% ../../nbs/03_data.features.ipynb 38
+FEATURES_VERSION = 1   # raise when a shared helper changes what any feature computes
+
+def _code_digest(fn) -> str:
+    "Text that changes when `fn`'s code, constants or default arguments do (stable across processes)."
+    def code_text(code):
+        consts = [code_text(c) if hasattr(c, 'co_code')
+                  else repr(sorted(map(repr, c)) if isinstance(c, frozenset) else c)   # a set's order varies by process
+                  for c in code.co_consts]
+        return f'{code.co_code.hex()}|{consts}|{code.co_names}'
+    code = getattr(fn, '__code__', None)
+    if code is None: return f'{type(fn).__module__}.{type(fn).__qualname__}'
+    return f'{code_text(code)}|{getattr(fn, "__defaults__", None)!r}'
+
+def features_digest(feature_set: str | Sequence[str] = 'all') -> str:
+    "SHA-256 over the named features' code, TA-Lib's version and `FEATURES_VERSION`."
+    h = hashlib.sha256(f'{FEATURES_VERSION}|{talib.__version__}'.encode())
+    for name in feature_names(feature_set): h.update(f'|{name}:{_code_digest(FEATURES[name].fn)}'.encode())
+    return h.hexdigest()
+
+# %% ../../nbs/03_data.features.ipynb 41
 class CausalityError(AssertionError):
     "A feature's past values changed when only future bars did."
 

@@ -428,7 +428,8 @@ def record_start(self) -> None:
 # %% ../../nbs/14_train.pipeline.ipynb 30
 @patch_to(TrainingRun)
 def prepare_data(self) -> DatasetBundle:
-    "Load bars, build features, targets, split and windows; record the dataset description in `config.json`."
+    """Load bars, build features (through the feature cache), targets, split and windows; record the dataset
+    description in `config.json`, with the data's fingerprint digest and the universe's name (or None)."""
     p, m = self.params, self.manager
     m.save_training_log(f'loading {p.symbols} from {mask_url(self.db_url)}')
     fs = p.feature_set.split(',') if ',' in p.feature_set else p.feature_set
@@ -444,7 +445,8 @@ def prepare_data(self) -> DatasetBundle:
     config = m.load_config()
     if not self.resuming or 'data' not in config:
         config['data'] = {k: v for k, v in meta.items() if k != 'normalizer'}
-        if universe: config['data']['universe'] = universe   # members sampled on member days only
+        config['data']['fingerprint'] = self.bundle.fingerprint   # digest of the stocks' data: the exact bars used
+        config['data']['universe'] = universe   # a stored universe's name (members sampled on member days), or None
         added = ('run_name', 'stock_symbol', 'model_type', 'data_source', 'created_at')   # save_config adds these again
         m.save_config({k: v for k, v in config.items() if k not in added})
     return self.bundle
