@@ -35,10 +35,11 @@ def db_init(url: str | None = None, sample: bool = False) -> int:
         print(f'sample loaded: {rows} daily bars of {sum(len(r.symbols) for r in results if r.kind == "kline")} stocks')
     return 0
 
-def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False) -> int:
+def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False,
+              progress: bool | None = None) -> int:
     "Import CSV files or directories; one line per file; exit code 1 when any file failed."
     url = resolve_db_url(url)
-    results = import_paths(paths, url, replace=replace)
+    results = import_paths(paths, url, replace=replace, progress=progress)   # the bar: stderr, when a terminal
     for r in results: print(r)
     failed = sum(not r.ok for r in results)
     print(f'{len(results) - failed} file(s) imported, {failed} failed, into {mask_url(url)}')
@@ -393,7 +394,9 @@ def add_db_commands(commands) -> None:
     p.add_argument('--url', help=URL_HELP)
     p.add_argument('--replace', action='store_true', help='let a file change stored bars (vendors restate history); '
                                                           'each replaced bar is listed')
-    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace))
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None,
+                   help='one updating line on stderr: files, rows, rows/s (default: when stderr is a terminal)')
+    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace, a.progress))
     p = db.add_parser('info', help='symbols, rows and date ranges')
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: db_info(a.url))
