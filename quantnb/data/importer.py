@@ -534,7 +534,7 @@ def import_file(path: str | Path, url: str | Engine | None = None, replace: bool
     return _import_one(Path(path), init_db(url), replace, chunk_rows)
 
 # %% ../../nbs/02_data.importer.ipynb 58
-PARSE_WORKERS = 2      # processes reading files ahead of the writer (at most the CPUs there are)
+PARSE_WORKERS = min(2, (os.cpu_count() or 1) - 1)   # processes reading ahead: a core is left to the writer
 _POOL_MIN_FILES = 16   # fewer files are read by the writer itself: starting workers would cost more
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
