@@ -35,10 +35,11 @@ def db_init(url: str | None = None, sample: bool = False) -> int:
         print(f'sample loaded: {rows} daily bars of {sum(len(r.symbols) for r in results if r.kind == "kline")} stocks')
     return 0
 
-def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False, market: str | None = None) -> int:
+def db_import(paths: Sequence[str], url: str | None = None, replace: bool = False, market: str | None = None,
+              progress: bool | None = None) -> int:
     "Import CSV files or directories; one line per file; exit code 1 when any file failed."
     url = resolve_db_url(url)
-    results = import_paths(paths, url, replace=replace, market=market)
+    results = import_paths(paths, url, replace=replace, market=market, progress=progress)   # the bar: on stderr
     for r in results: print(r)
     failed = sum(not r.ok for r in results)
     print(f'{len(results) - failed} file(s) imported, {failed} failed, into {mask_url(url)}')
@@ -408,7 +409,9 @@ def add_db_commands(commands) -> None:
                                                           'each replaced bar is listed')
     p.add_argument('--market', help="market of the files' tickers where they have no market column (e.g. US); "
                                     'default: A-shares')
-    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace, a.market))
+    p.add_argument('--progress', action=argparse.BooleanOptionalAction, default=None,
+                   help='one updating line on stderr: files, rows, rows/s (default: when stderr is a terminal)')
+    p.set_defaults(handler=lambda a: db_import(a.paths, a.url, a.replace, a.market, a.progress))
     p = db.add_parser('migrate', help="bring an earlier release's database up to date (also done on first open)")
     p.add_argument('--url', help=URL_HELP)
     p.set_defaults(handler=lambda a: db_migrate(a.url))

@@ -228,15 +228,14 @@ def test_data_changing_during_a_build_is_not_stored(slice_db, tmp_path, monkeypa
     assert panel.path is None and not (root / 'features').exists()
 
 
-def test_the_loaders_own_fingerprint_is_used_when_it_has_one(slice_db, monkeypatch):
-    class Versioned(StockDataLoader):
-        def fingerprint(self, symbols=None): return {s: (7, 1, '2021-12-31') for s in symbols}
+def test_the_fingerprint_is_the_databases_data_version(slice_db):
+    from quantnb.data.db import fingerprint_digest
+    loader = StockDataLoader(slice_db)
     symbols = symbols_of(slice_db)[:2]
-    assert data_fingerprint(Versioned(slice_db), symbols) == {s: [7, 1, '2021-12-31'] for s in symbols}
-    stand_in = data_fingerprint(StockDataLoader(slice_db), symbols)
-    assert all(e[0] == 0 and e[1] > 500 for e in stand_in.values())
-    monkeypatch.setattr(qcache.db, 'fingerprint_digest', lambda fp: 'from-db', raising=False)
-    assert data_digest(stand_in) == 'from-db'
+    fp = data_fingerprint(loader, symbols)
+    assert fp == {s: list(e) for s, e in loader.fingerprint(symbols).items()}
+    assert all(e[0] >= 1 and e[1] > 500 for e in fp.values())
+    assert data_digest(fp) == fingerprint_digest(fp)
 
 
 def test_unknown_symbols_are_named_as_before(slice_db, tmp_path):

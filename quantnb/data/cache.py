@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np, pandas as pd
-import sqlalchemy as sa
 
 from ..core import quantnb_home, read_json, write_json
-from . import db
-from .db import StockDataLoader, as_date, as_datetime64, stock_kline_data
+from .db import StockDataLoader, as_date, as_datetime64, fingerprint_digest
 from .features import feature_names, features_digest, features_into
 
 # %% auto 0
@@ -22,26 +20,13 @@ __all__ = ['CACHE_FORMAT', 'data_fingerprint', 'data_digest', 'FeaturePanel', 'f
            'clear_cache']
 
 # %% ../../nbs/03a_data.cache.ipynb 6
-def _sql_fingerprint(loader: StockDataLoader, symbols: Sequence[str] | None) -> dict:
-    "Stand-in for `StockDataLoader.fingerprint`: `[0, rows, last date]` per stock, counted in SQL."
-    t = stock_kline_data
-    q = sa.select(t.c.symbol, sa.func.count(), sa.func.max(t.c.trade_date)).group_by(t.c.symbol)
-    if symbols is not None: q = q.where(t.c.symbol.in_(list(symbols)))
-    with loader.engine.connect() as conn: rows = conn.execute(q).all()
-    return {s: [0, int(n), str(as_date(last, 'trade_date'))] for s, n, last in rows}
-
 def data_fingerprint(loader: StockDataLoader, symbols: Sequence[str] | None = None) -> dict:
-    "`{symbol: [version, rows, last date]}` of `symbols` (default: all): the loader's `fingerprint`, else the stand-in."
-    fingerprint = getattr(loader, 'fingerprint', None)
-    found = fingerprint(symbols) if fingerprint is not None else _sql_fingerprint(loader, symbols)
-    return {str(s): list(entry) for s, entry in found.items()}
+    "`{symbol: [version, rows, last date]}` of `symbols` (default: all), from the database's `data_version`."
+    return {str(s): list(entry) for s, entry in loader.fingerprint(symbols).items()}
 
 def data_digest(fingerprint: dict) -> str:
-    "One hex digest of a fingerprint: `quantnb.data.db.fingerprint_digest` where the database layer has it."
-    digest = getattr(db, 'fingerprint_digest', None)
-    if digest is not None: return digest(fingerprint)
-    text = json.dumps(sorted((str(s), list(e)) for s, e in fingerprint.items()), separators=(',', ':'))
-    return hashlib.sha256(text.encode()).hexdigest()
+    "One hex digest of a fingerprint (`quantnb.data.db.fingerprint_digest`)."
+    return fingerprint_digest(fingerprint)
 
 # %% ../../nbs/03a_data.cache.ipynb 10
 @dataclasses.dataclass

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/01_data.db.ipynb 4
 from __future__ import annotations
-import atexit, contextlib, datetime as dt, os, re
+import atexit, contextlib, datetime as dt, functools, hashlib, itertools, json, os, re, sqlite3, tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -15,16 +15,17 @@ from sqlalchemy.engine import Connection, Engine
 from ..core import default_db_path, mask_url, parse_db_url, patch_to, resolve_db_url
 
 # %% auto 0
-__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'quantnb_meta', 'KLINE_VALUE_COLUMNS', 'PRICE_COLUMNS',
-           'EXCHANGES', 'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'SCHEMA_VERSION', 'ADJUSTMENTS',
-           'stock_name_history', 'NAME_SPELL_COLUMNS', 'JUMP_LIMIT', 'MIN_ROWS', 'normalize_symbol', 'is_bare_code',
-           'is_valid_symbol', 'parse_symbols', 'stock_exchange', 'default_instrument', 'instrument_kind',
-           'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout', 'describe_db_error', 'get_engine',
-           'fill_default_database_with', 'upsert_frame', 'schema_version', 'migrate', 'init_db', 'count_stored',
-           'compare_stored', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError', 'EmptyRangeError',
-           'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError', 'resolve_instruments',
-           'name_spells', 'merge_name_spells', 'read_name_history', 'store_name_history', 'listing_table',
-           'suspicious_bars']
+__all__ = ['metadata', 'stock_basic_info', 'stock_kline_data', 'universe', 'quantnb_meta', 'data_version', 'KLINE_VALUE_COLUMNS',
+           'PRICE_COLUMNS', 'EXCHANGES', 'SUPPORTED_URLS', 'SQLITE_BUSY_TIMEOUT_S', 'SQLITE_CACHE_KIB',
+           'SCHEMA_VERSION', 'ADJUSTMENTS', 'stock_name_history', 'NAME_SPELL_COLUMNS', 'JUMP_LIMIT', 'MIN_ROWS',
+           'normalize_symbol', 'is_bare_code', 'is_valid_symbol', 'parse_symbols', 'stock_exchange',
+           'default_instrument', 'instrument_kind', 'as_datetime64', 'as_date', 'check_db_url', 'sqlite_busy_timeout',
+           'describe_db_error', 'get_engine', 'fill_default_database_with', 'iso_dates', 'load_data_text',
+           'upsert_frame', 'schema_version', 'migrate', 'init_db', 'count_stored', 'last_stored_dates',
+           'compare_stored', 'bump_data_version', 'adjustment_factors', 'adjust_prices', 'UnknownSymbolError',
+           'EmptyRangeError', 'DatabaseNotInitialisedError', 'StockDataLoader', 'AmbiguousSymbolError',
+           'resolve_instruments', 'name_spells', 'merge_name_spells', 'read_name_history', 'store_name_history',
+           'listing_table', 'fingerprint_digest', 'suspicious_bars', 'find_jumps', 'last_bars_before']
 
 # %% ../../nbs/01_data.db.ipynb 6
 metadata = sa.MetaData()
@@ -70,6 +71,16 @@ quantnb_meta = sa.Table(
     'quantnb_meta', metadata,
     sa.Column('key', sa.String(64), primary_key=True),
     sa.Column('value', sa.String(255), nullable=False),
+    **_mysql_options)
+
+data_version = sa.Table(
+    'data_version', metadata,
+    sa.Column('symbol', sa.String(16), primary_key=True),
+    sa.Column('version', sa.Integer, nullable=False, comment="bumped by every import that changed the symbol's bars"),
+    sa.Column('rows', sa.Integer, nullable=False, comment='bars stored'),
+    sa.Column('first_date', sa.Date),
+    sa.Column('last_date', sa.Date),
+    sa.Column('updated_at', sa.DateTime, comment='UTC time of the last change'),
     **_mysql_options)
 
 KLINE_VALUE_COLUMNS = [c.name for c in stock_kline_data.columns if not c.primary_key]
@@ -160,6 +171,7 @@ def check_db_url(url: str) -> sa.engine.URL:
 
 # %% ../../nbs/01_data.db.ipynb 20
 SQLITE_BUSY_TIMEOUT_S = 60.0
+SQLITE_CACHE_KIB = 65536   # page cache per connection: a bulk import's index pages stay in memory
 _engines: dict[str, Engine] = {}
 
 def sqlite_busy_timeout() -> float:
@@ -173,8 +185,10 @@ def _sqlite_engine(url: str) -> Engine:
     def _wal(dbapi_conn, _):
         cur = dbapi_conn.cursor()
         cur.execute(f'PRAGMA busy_timeout = {int(timeout * 1000)}')
+        cur.execute(f'PRAGMA cache_size = {-SQLITE_CACHE_KIB}')
         if not url.endswith(':memory:') and url not in ('sqlite://', 'sqlite:///'):
             cur.execute('PRAGMA journal_mode = WAL')
+            cur.execute('PRAGMA synchronous = NORMAL')   # with WAL: never corrupt, fsync at checkpoints only
         cur.close()
     return engine
 
@@ -202,12 +216,29 @@ def get_engine(url: str | None = None) -> Engine:
         if url == f'sqlite:///{default_db_path()}': _ensure_default_database(default_db_path())
         if backend == 'sqlite': _engines[url] = _sqlite_engine(url)
         elif backend in ('mysql', 'mariadb'):
-            _engines[url] = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600)
+            _engines[url] = sa.create_engine(url, pool_pre_ping=True, pool_recycle=3600,
+                                             connect_args=dict(local_infile=True))   # bulk writes: `upsert_frame`
         else: _engines[url] = sa.create_engine(url)
     return _engines[url]
 
 def _as_engine(url_or_engine: str | Engine | None) -> Engine:
     return url_or_engine if isinstance(url_or_engine, Engine) else get_engine(url_or_engine)
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+def _counted_bars(by_symbol: bool) -> sa.Select:
+    "Per symbol (all, or those bound to `symbols`): version 1, its rows, first and last date, and `now`."
+    k = stock_kline_data
+    q = sa.select(k.c.symbol, sa.literal(1), sa.func.count(), sa.func.min(k.c.trade_date),
+                  sa.func.max(k.c.trade_date), sa.bindparam('now', type_=sa.DateTime))
+    if by_symbol: q = q.where(k.c.symbol.in_(sa.bindparam('symbols', expanding=True)))
+    return q.group_by(k.c.symbol)
+
+def _fill_data_version(conn: Connection) -> None:
+    "Version 1 for every symbol with bars, its rows and dates counted from `stock_kline_data`."
+    fill = data_version.insert().from_select([c.name for c in data_version.columns], _counted_bars(by_symbol=False))
+    conn.execute(fill, dict(now=_utc_now()))
 
 # %% ../../nbs/01_data.db.ipynb 29
 @contextlib.contextmanager
@@ -247,23 +278,33 @@ def _ensure_default_database(path: Path):
         finally: tmp.unlink(missing_ok=True)
 
 # %% ../../nbs/01_data.db.ipynb 34
-def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str]):
+def _dialect_insert(dialect: str):
+    if dialect == 'sqlite': from sqlalchemy.dialects.sqlite import insert
+    elif dialect in ('mysql', 'mariadb'): from sqlalchemy.dialects.mysql import insert
+    elif dialect == 'postgresql': from sqlalchemy.dialects.postgresql import insert
+    else: raise NotImplementedError(f'upsert is not implemented for the {dialect!r} dialect '
+                                    '(use SQLite, MySQL/MariaDB or PostgreSQL)')
+    return insert
+
+def _on_conflict_update(dialect: str, stmt, table: sa.Table, updates) -> sa.Insert:
+    "`stmt` with its dialect's upsert clause; `updates(new)` maps columns to values, `new` being the row to insert."
+    if dialect in ('mysql', 'mariadb'): return stmt.on_duplicate_key_update(updates(stmt.inserted))
     keys = [c.name for c in table.primary_key.columns]
-    updates = [c for c in columns if c not in keys]
-    if dialect == 'sqlite':
-        from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in updates})
-    if dialect in ('mysql', 'mariadb'):
-        from sqlalchemy.dialects.mysql import insert
-        stmt = insert(table)
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updates})
-    if dialect == 'postgresql':
-        from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in updates})
-    raise NotImplementedError(f'upsert is not implemented for the {dialect!r} dialect '
-                              '(use SQLite, MySQL/MariaDB or PostgreSQL)')
+    return stmt.on_conflict_do_update(index_elements=keys, set_=updates(stmt.excluded))
+
+def _upsert_statement(dialect: str, table: sa.Table, columns: Sequence[str], values: dict | None = None):
+    keys = [c.name for c in table.primary_key.columns]
+    insert = _dialect_insert(dialect)
+    stmt = insert(table) if values is None else insert(table).inline().values(values)
+    return _on_conflict_update(dialect, stmt, table, lambda new: {c: new[c] for c in columns if c not in keys})
+
+@functools.lru_cache(maxsize=64)
+def _upsert_around_rows(dialect, table: sa.Table, columns: tuple) -> tuple[str, str]:
+    "The dialect's upsert of `columns` as SQL text before and after its row of values."
+    marks = [f'__qnb_{i}__' for i in range(len(columns))]
+    stmt = _upsert_statement(dialect.name, table, columns, {c: sa.literal_column(m) for c, m in zip(columns, marks)})
+    head, tail = str(stmt.compile(dialect=dialect)).split(f'({", ".join(marks)})')
+    return head, tail
 
 def _records(df: pd.DataFrame, table: sa.Table) -> list[dict]:
     "Rows of `df` as dicts of plain Python values (dates as `date`, NaN as NULL) for the table's columns."
@@ -277,15 +318,137 @@ def _records(df: pd.DataFrame, table: sa.Table) -> list[dict]:
         values.append(v.where(s.notna(), None).tolist())
     return [dict(zip(cols, row)) for row in zip(*values)]
 
-def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows: int = 5000) -> int:
-    "Insert-or-replace the rows of `df` into `table` inside the caller's transaction; returns rows written."
-    if df.empty: return 0
-    records = _records(df, table)
-    stmt = _upsert_statement(conn.dialect.name, table, list(records[0]))
-    for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
-    return len(records)
+_FIRST_LISTED_DAY = np.datetime64('1900-01-01', 'D')
+
+@functools.cache
+def _listed_days() -> np.ndarray:
+    return np.datetime_as_string(np.arange(_FIRST_LISTED_DAY, np.datetime64('2100-01-01', 'D'))).astype(object)
+
+def iso_dates(days: np.ndarray) -> np.ndarray:
+    "`YYYY-MM-DD` text of `datetime64` days (None for NaT): looked up in a list of 1900..2099, as formatting is slow."
+    days = np.asarray(days).astype('datetime64[D]')
+    listed = _listed_days()
+    index = (days - _FIRST_LISTED_DAY).astype('int64')   # NaT: the smallest int64, never listed
+    if ((index >= 0) & (index < len(listed))).all(): return listed[index]
+    text = np.datetime_as_string(days).astype(object)
+    text[np.isnat(days)] = None
+    return text
+
+def _plain_values(s: pd.Series, column: sa.Column, dialect) -> list:
+    "A column as the values its driver binds: floats, `YYYY-MM-DD` text for dates (as SQLAlchemy writes them), None."
+    if isinstance(column.type, sa.Date) and pd.api.types.is_datetime64_any_dtype(s): return iso_dates(s).tolist()
+    values = s.to_numpy()
+    if values.dtype.kind == 'f' and not np.isnan(values).any(): return values.tolist()
+    values = s.astype(object).where(s.notna(), None).tolist()
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return [None if v is None else process(v) for v in values] if process else values
+
+def _sql_literals(s: pd.Series, column: sa.Column, dbapi_conn) -> list[str]:
+    "A column as MySQL literals: floats by `repr` (exact), dates quoted, NULL for NaN, text escaped by the driver."
+    if isinstance(column.type, sa.Date) and pd.api.types.is_datetime64_any_dtype(s):
+        return ['NULL' if t is None else f"'{t}'" for t in iso_dates(s).tolist()]
+    values = s.to_numpy()
+    if values.dtype.kind == 'f':
+        if np.isinf(values).any(): raise ValueError(f'{column.name}: MySQL cannot store an infinite value')
+        text = [t if 'e' in t else t + 'e0' for t in map(repr, values.tolist())]   # DOUBLE literals, as PyMySQL's
+        for i in np.flatnonzero(np.isnan(values)): text[i] = 'NULL'
+        return text
+    escaped = {}   # few distinct values (a file's symbols): escape each once
+    return [escaped.get((type(v), v)) or escaped.setdefault((type(v), v), dbapi_conn.escape(v))
+            for v in s.astype(object).where(s.notna(), None).tolist()]
+
+def _sqlite_upsert(conn: Connection, table: sa.Table, df: pd.DataFrame, columns: tuple, chunk_rows: int):
+    "Bound values, as many rows per statement as SQLite takes parameters."
+    head, tail = _upsert_around_rows(conn.dialect, table, columns)
+    values = list(itertools.chain.from_iterable(zip(*[_plain_values(df[c], table.c[c], conn.dialect)
+                                                      for c in columns])))
+    try: limit = conn.connection.dbapi_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError: limit = 999   # Python < 3.11: the smallest limit SQLite was ever built with
+    width = max(1, min(chunk_rows, limit // len(columns), 1000)) * len(columns)
+    row = '(' + ','.join('?' * len(columns)) + ')'
+    for i in range(0, len(values), width):
+        part = tuple(values[i:i + width])
+        conn.exec_driver_sql(head + ','.join([row] * (len(part) // len(columns))) + tail, part)
+
+def _mysql_upsert(conn: Connection, table: sa.Table, df: pd.DataFrame, columns: tuple, chunk_rows: int):
+    "SQL literals, `chunk_rows` rows per statement."
+    head, tail = _upsert_around_rows(conn.dialect, table, columns)
+    dbapi_conn = conn.connection.dbapi_connection
+    rows = list(map(','.join, zip(*[_sql_literals(df[c], table.c[c], dbapi_conn) for c in columns])))
+    for i in range(0, len(rows), chunk_rows):   # a `%` in the text is not a parameter: no_parameters
+        conn.exec_driver_sql(head + '(' + '),('.join(rows[i:i + chunk_rows]) + ')' + tail,
+                             execution_options=dict(no_parameters=True))
 
 # %% ../../nbs/01_data.db.ipynb 36
+_LOAD_MIN_ROWS = 500      # fewer rows go as one INSERT: writing a file would cost more than it saves
+_no_local_infile: set = set()   # URLs of servers that refused LOAD DATA LOCAL
+_LOCAL_REFUSED = (1148, 2068, 3948, 4166)   # MySQL's and MariaDB's "LOCAL is not allowed" errors
+_CLIENT_LOCAL_FILES = 128                    # the protocol's capability flag (PyMySQL's `local_infile=True`)
+_unsafe_for_load = re.compile(r'[\\,\n\r\0]')
+
+def load_data_text(df: pd.DataFrame, table: sa.Table) -> str | None:
+    "`df`'s rows as text for MySQL's LOAD DATA (`,`-separated, `\\N` for NULL); None when a column is not that plain."
+    fields = []
+    for c in (c.name for c in table.columns if c.name in df.columns):
+        s, column = df[c], table.c[c]
+        if isinstance(column.type, sa.Date) and pd.api.types.is_datetime64_any_dtype(s):
+            fields.append(['\\N' if t is None else t for t in iso_dates(s).tolist()]); continue
+        values = s.to_numpy()
+        if values.dtype.kind == 'f':
+            if np.isinf(values).any(): return None
+            whole = (values.size and np.array_equal(values, np.trunc(values)) and np.abs(values).max() < 2 ** 53
+                     and not np.signbit(values).any())   # volumes, amounts (and not -0.0): as integers
+            text = list(map(str, values.astype('int64').tolist())) if whole else list(map(repr, values.tolist()))
+            for i in np.flatnonzero(np.isnan(values)): text[i] = '\\N'
+        elif values.dtype == object and all(isinstance(v, str) and not _unsafe_for_load.search(v)
+                                            for v in set(values.tolist())): text = values.tolist()
+        else: return None
+        fields.append(text)
+    return '\n'.join(map(','.join, zip(*fields)))
+
+def _mysql_load(conn: Connection, table: sa.Table, df: pd.DataFrame, columns: tuple, text: str | None) -> bool:
+    "Write `df` with LOAD DATA LOCAL INFILE; False, with nothing written, where it could not write every row as is."
+    url, dbapi_conn = conn.engine.url.render_as_string(), conn.connection.dbapi_connection
+    if len(df) < _LOAD_MIN_ROWS or url in _no_local_infile: return False
+    if not getattr(dbapi_conn, 'client_flag', 0) & _CLIENT_LOCAL_FILES: return False   # an engine not from get_engine
+    if text is None and (text := load_data_text(df, table)) is None: return False
+    quote, dbapi = conn.dialect.identifier_preparer.quote, conn.dialect.loaded_dbapi
+    with tempfile.NamedTemporaryFile('w', encoding='utf-8', suffix='.csv', delete=False) as f: f.write(text)
+    load = (f"LOAD DATA LOCAL INFILE {dbapi_conn.escape(f.name)} "
+            f"INTO TABLE {quote(table.name)} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY ',' ({', '.join(map(quote, columns))})")
+    try:   # the driver's own cursor: its warning count comes with the reply (no second round trip)
+        with contextlib.closing(conn.connection.cursor()) as cursor:
+            cursor.execute('SAVEPOINT quantnb_load')
+            try:
+                cursor.execute(load)
+                if cursor.rowcount == len(df) and not cursor.warning_count: return True
+            except dbapi.Error as e:
+                if e.args[0] not in _LOCAL_REFUSED: raise
+                _no_local_infile.add(url)   # this server does not take LOCAL files
+            cursor.execute('ROLLBACK TO SAVEPOINT quantnb_load')   # a row whose key was stored, or a value adjusted
+            return False
+    except dbapi.Error as e:   # as SQLAlchemy would raise it, so callers see one kind of database error
+        raise sa.exc.DBAPIError.instance('LOAD DATA ...', None, e, dbapi.Error, dialect=conn.dialect) from e
+    finally: os.unlink(f.name)
+
+# %% ../../nbs/01_data.db.ipynb 38
+def upsert_frame(conn: Connection, table: sa.Table, df: pd.DataFrame, chunk_rows: int = 5000,
+                 text: str | None = None) -> int:   # `load_data_text(df, table)`, if made already (by a worker)
+    "Insert-or-replace the rows of `df` into `table` inside the caller's transaction; returns rows written."
+    if df.empty: return 0
+    columns = tuple(c.name for c in table.columns if c.name in df.columns)
+    dialect = conn.dialect.name
+    if dialect == 'sqlite': _sqlite_upsert(conn, table, df, columns, chunk_rows)
+    elif dialect in ('mysql', 'mariadb'):
+        if not _mysql_load(conn, table, df, columns, text): _mysql_upsert(conn, table, df, columns, chunk_rows)
+    else:
+        records = _records(df, table)
+        stmt = _upsert_statement(dialect, table, columns)
+        for i in range(0, len(records), chunk_rows): conn.execute(stmt, records[i:i + chunk_rows])
+    return len(df)
+
+# %% ../../nbs/01_data.db.ipynb 40
 SCHEMA_VERSION = 2   # 1: bare six-digit codes (earlier releases); 2: instruments with their exchange, `600519.SH`
 _SYMBOL_TABLES = ('stock_kline_data', 'stock_basic_info', 'universe')
 
@@ -326,10 +489,15 @@ def migrate(url: str | Engine | None = None) -> dict[str, int]:
 def init_db(url: str | Engine | None = None) -> Engine:
     "Create the quantnb tables if missing (idempotent), migrate an earlier release's database, return the engine."
     engine = _as_engine(url)
-    migrate(engine)
+    with engine.connect() as conn: versions_missing = not sa.inspect(conn).has_table(data_version.name)
+    migrate(engine)   # creates what is missing; an earlier release's bare codes become instruments
+    if versions_missing:   # a database made before versions were kept: counted from its bars, once
+        with engine.begin() as conn:
+            conn.execute(data_version.delete())
+            _fill_data_version(conn)
     return engine
 
-# %% ../../nbs/01_data.db.ipynb 40
+# %% ../../nbs/01_data.db.ipynb 46
 def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     "How many rows of `df` have a primary key already stored in `table` (`df` holds the key columns)."
     keys = [c.name for c in table.primary_key.columns]
@@ -342,7 +510,22 @@ def count_stored(conn: Connection, table: sa.Table, df: pd.DataFrame) -> int:
     if 'trade_date' in keys: stored['trade_date'] = as_datetime64(stored['trade_date'])
     return len(df[keys].merge(stored, on=keys))
 
-# %% ../../nbs/01_data.db.ipynb 42
+# %% ../../nbs/01_data.db.ipynb 48
+@functools.cache
+def _last_dates_query() -> sa.Select:   # built once: an import asks it for every file
+    t = stock_kline_data
+    return (sa.select(t.c.symbol, sa.func.max(t.c.trade_date))
+            .where(t.c.symbol.in_(sa.bindparam('symbols', expanding=True)),
+                   t.c.trade_date <= sa.bindparam('until', type_=sa.Date))
+            .group_by(t.c.symbol))
+
+def last_stored_dates(conn: Connection, symbols: Sequence[str], until) -> dict:
+    "Each symbol's last stored `trade_date` on or before `until`, as a Timestamp (symbols with none are left out)."
+    if not len(symbols): return {}
+    rows = conn.execute(_last_dates_query(), dict(symbols=list(symbols), until=as_date(until, 'until')))
+    return {symbol: pd.Timestamp(day) for symbol, day in rows}
+
+# %% ../../nbs/01_data.db.ipynb 50
 def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
     "`df`'s bars with `status` (new/changed/unchanged), `changed` (column names) and `stored_<col>` values."
     t = stock_kline_data
@@ -367,7 +550,20 @@ def compare_stored(conn: Connection, df: pd.DataFrame, columns: Sequence[str] | 
     out.loc[changed, 'changed'] = [','.join(np.array(columns)[row]) for row in diff[changed]]
     return out
 
-# %% ../../nbs/01_data.db.ipynb 44
+# %% ../../nbs/01_data.db.ipynb 52
+@functools.cache
+def _bump_statement(dialect: str) -> sa.Insert:
+    v, recount = data_version, ['rows', 'first_date', 'last_date', 'updated_at']
+    stmt = _dialect_insert(dialect)(v).from_select([c.name for c in v.columns], _counted_bars(by_symbol=True))
+    return _on_conflict_update(dialect, stmt, v,
+                               lambda new: {'version': v.c.version + 1, **{c: new[c] for c in recount}})
+
+def bump_data_version(conn: Connection, symbols: Iterable[str]) -> None:
+    "Bump the `data_version` of `symbols` (their bars just changed) and recount their rows and dates: one statement."
+    symbols = sorted(set(symbols))
+    if symbols: conn.execute(_bump_statement(conn.dialect.name), dict(symbols=symbols, now=_utc_now()))
+
+# %% ../../nbs/01_data.db.ipynb 54
 ADJUSTMENTS = ('qfq', 'hfq', None)
 
 def _check_adjust(adjust):
@@ -397,7 +593,7 @@ def adjust_prices(df: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
     out['adj_factor'] = factor
     return out
 
-# %% ../../nbs/01_data.db.ipynb 47
+# %% ../../nbs/01_data.db.ipynb 57
 class UnknownSymbolError(LookupError):
     "A requested symbol has no rows in `stock_kline_data`."
 
@@ -407,7 +603,7 @@ class EmptyRangeError(LookupError):
 class DatabaseNotInitialisedError(RuntimeError):
     "The database has no quantnb tables."
 
-# %% ../../nbs/01_data.db.ipynb 49
+# %% ../../nbs/01_data.db.ipynb 59
 class StockDataLoader:
     "Read daily bars and stock information from a quantnb database (default: the embedded SQLite sample)."
     def __init__(self, url: str | None = None):
@@ -428,7 +624,7 @@ class StockDataLoader:
             self._checked = True
         return self.engine.connect()
 
-# %% ../../nbs/01_data.db.ipynb 53
+# %% ../../nbs/01_data.db.ipynb 63
 class AmbiguousSymbolError(LookupError):
     "A bare code names more than one stored instrument."
 
@@ -452,7 +648,7 @@ def resolve_symbols(self, symbols) -> list[str]:
     "`resolve_instruments` against this loader's database."
     with self._connect() as conn: return resolve_instruments(conn, symbols)
 
-# %% ../../nbs/01_data.db.ipynb 56
+# %% ../../nbs/01_data.db.ipynb 66
 @patch_to(StockDataLoader)
 def list_symbols(self) -> list[str]:
     "Symbols that have daily bars, sorted."
@@ -483,7 +679,7 @@ def summary(self) -> pd.DataFrame:
     for c in ('first_date', 'last_date'): df[c] = as_datetime64(df[c])
     return df.set_index('symbol')
 
-# %% ../../nbs/01_data.db.ipynb 59
+# %% ../../nbs/01_data.db.ipynb 69
 @patch_to(StockDataLoader)
 def list_universes(self) -> list[str]:
     "Names of the stored universes, sorted (none in a database made before universes were stored)."
@@ -507,7 +703,7 @@ def universe_members(self, name: str, date=None) -> list[str] | pd.DataFrame:
     spells[['start', 'end']] = spells[['start', 'end']].astype('datetime64[ns]')
     return spells
 
-# %% ../../nbs/01_data.db.ipynb 62
+# %% ../../nbs/01_data.db.ipynb 72
 def _as_list(symbols) -> list:
     return [symbols] if isinstance(symbols, (str, int)) else list(symbols)
 
@@ -530,7 +726,7 @@ def _read_frame(conn: Connection, query) -> pd.DataFrame:
         if c not in ('symbol', 'trade_date'): df[c] = df[c].astype('float64')
     return df
 
-# %% ../../nbs/01_data.db.ipynb 65
+# %% ../../nbs/01_data.db.ipynb 75
 @patch_to(StockDataLoader)
 def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     "Adjustment factors of `df`'s rows, computed over each symbol's whole stored history."
@@ -546,7 +742,7 @@ def _factors(self, conn, df, symbols, start, end, adjust) -> np.ndarray:
     inside = full.dropna(subset=['_row'])
     return inside['factor'].to_numpy()[np.argsort(inside['_row'].to_numpy())]
 
-# %% ../../nbs/01_data.db.ipynb 68
+# %% ../../nbs/01_data.db.ipynb 78
 @patch_to(StockDataLoader)
 def _raise_missing(self, conn, symbols, found, start, end):
     t = stock_kline_data
@@ -562,7 +758,7 @@ def _raise_missing(self, conn, symbols, found, start, end):
     raise EmptyRangeError(f'{s} has no bars between {start or "the beginning"} and {end or "the end"}; '
                           f'stored range is {stored[s][0]}..{stored[s][1]}')
 
-# %% ../../nbs/01_data.db.ipynb 71
+# %% ../../nbs/01_data.db.ipynb 81
 @patch_to(StockDataLoader)
 def load_many(self, symbols: Iterable[str] | None = None, start_date=None, end_date=None,
               adjust: str | None = 'qfq') -> pd.DataFrame:
@@ -589,7 +785,7 @@ def load_kline_data(self, symbol: str, start_date=None, end_date=None, adjust: s
     df.attrs.update(symbol=df.index.get_level_values('symbol')[0])
     return df.droplevel('symbol')
 
-# %% ../../nbs/01_data.db.ipynb 80
+# %% ../../nbs/01_data.db.ipynb 90
 stock_name_history = sa.Table(
     'stock_name_history', metadata,
     sa.Column('symbol', sa.String(16), primary_key=True),
@@ -600,7 +796,7 @@ stock_name_history = sa.Table(
 
 NAME_SPELL_COLUMNS = ['symbol', 'start_date', 'end_date', 'name']
 
-# %% ../../nbs/01_data.db.ipynb 82
+# %% ../../nbs/01_data.db.ipynb 92
 def name_spells(bars: pd.DataFrame) -> pd.DataFrame:
     "Spells of equal consecutive names, `symbol, start_date, end_date, name`, from rows `symbol, trade_date, name`."
     named = bars['name'].notna() & (bars['name'].astype(str).str.strip() != '')
@@ -614,7 +810,7 @@ def name_spells(bars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({'symbol': symbol[starts], 'start_date': date[starts], 'end_date': date[ends],
                          'name': name[starts]})
 
-# %% ../../nbs/01_data.db.ipynb 85
+# %% ../../nbs/01_data.db.ipynb 95
 def merge_name_spells(stored: pd.DataFrame, days: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
     "Spells after importing `bars` (`symbol, trade_date, name`) over `stored` spells; `days`: the stored bar days."
     new = bars.loc[bars['name'].notna(), ['symbol', 'trade_date', 'name']]
@@ -627,7 +823,7 @@ def merge_name_spells(stored: pd.DataFrame, days: pd.DataFrame, bars: pd.DataFra
     both = pd.concat([new, kept], ignore_index=True).drop_duplicates(['symbol', 'trade_date'], keep='first')
     return name_spells(both)
 
-# %% ../../nbs/01_data.db.ipynb 88
+# %% ../../nbs/01_data.db.ipynb 98
 def read_name_history(conn: Connection, symbols: Sequence[str] | None = None) -> pd.DataFrame:
     "Stored name spells of `symbols` (default all), sorted; empty in a database made before names were stored."
     t = stock_name_history
@@ -655,7 +851,7 @@ def store_name_history(conn: Connection, bars: pd.DataFrame) -> int:
     conn.execute(stock_name_history.delete().where(stock_name_history.c.symbol.in_(symbols)))
     return upsert_frame(conn, stock_name_history, spells)
 
-# %% ../../nbs/01_data.db.ipynb 91
+# %% ../../nbs/01_data.db.ipynb 101
 @patch_to(StockDataLoader)
 def name_history(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
     "Name spells `symbol, start_date, end_date, name` of `symbols` (default all), sorted by symbol and start."
@@ -673,7 +869,7 @@ def trading_calendar(self, start_date=None, end_date=None) -> pd.DatetimeIndex:
     with self._connect() as conn: days = [r[0] for r in conn.execute(q)]
     return pd.DatetimeIndex(as_datetime64(pd.Series(days, dtype=object)), name='trade_date')
 
-# %% ../../nbs/01_data.db.ipynb 94
+# %% ../../nbs/01_data.db.ipynb 104
 def listing_table(first_last: pd.DataFrame, last_day) -> pd.DataFrame:
     "`listing_date`, `delisting_date` (NaT while trading on `last_day`) per symbol from its `first_date, last_date`."
     last = first_last['last_date'].astype('datetime64[ns]')
@@ -691,7 +887,24 @@ def listing_dates(self, symbols: Iterable[str] | None = None) -> pd.DataFrame:
                                  f'in {mask_url(self.url)}')
     return listing_table(summary.loc[wanted], summary['last_date'].max())
 
-# %% ../../nbs/01_data.db.ipynb 97
+# %% ../../nbs/01_data.db.ipynb 106
+@patch_to(StockDataLoader)
+def fingerprint(self, symbols: Iterable[str] | None = None) -> dict:
+    "`{symbol: [version, rows, last_date 'YYYY-MM-DD']}` of all (or `symbols`') stored bars, from `data_version`."
+    if not getattr(self, '_versions_checked', False):
+        if not sa.inspect(self.engine).has_table(data_version.name): init_db(self.engine)   # an older database
+        self._versions_checked = True
+    v = data_version
+    q = sa.select(v.c.symbol, v.c.version, v.c.rows, v.c.last_date).order_by(v.c.symbol)
+    if symbols is not None: q = q.where(v.c.symbol.in_(self.resolve_symbols(_as_list(symbols))))
+    with self._connect() as conn: rows = conn.execute(q).all()
+    return {s: [int(version), int(n), last.isoformat() if last else None] for s, version, n, last in rows}
+
+def fingerprint_digest(fp: dict) -> str:
+    "A short key for a fingerprint: the first 16 hex digits of the sha256 of its sorted JSON."
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:16]
+
+# %% ../../nbs/01_data.db.ipynb 109
 JUMP_LIMIT = 0.4      # |close / reference - 1| above this is not a trading day's move on any A-share board
 MIN_ROWS = 60         # fewer bars than this cannot make a training window with a test split
 
@@ -701,18 +914,22 @@ def _bars_for_check(conn: Connection, symbols: Sequence[str]) -> pd.DataFrame:
          .where(t.c.symbol.in_(list(symbols))).order_by(t.c.symbol, t.c.trade_date))
     return _read_frame(conn, q)
 
-def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict]:
-    same = df['symbol'].eq(df['symbol'].shift()).to_numpy()
-    prev_close = df['close'].shift().to_numpy()
-    pre = df['pre_close'].to_numpy()
-    reference = np.where(np.isfinite(pre) & (pre > 0), pre, prev_close)
-    with np.errstate(divide='ignore', invalid='ignore'): move = df['close'].to_numpy() / reference - 1
+def _jumps(df: pd.DataFrame | dict, jump_limit: float) -> list[dict]:
+    symbol, close, pre = (np.asarray(df[c]) for c in ('symbol', 'close', 'pre_close'))
+    close, pre = close.astype(float), pre.astype(float)
+    same = np.r_[False, symbol[1:] == symbol[:-1]]
+    reference = np.where(np.isfinite(pre) & (pre > 0), pre, np.r_[np.nan, close[:-1]])
+    with np.errstate(divide='ignore', invalid='ignore'): move = close / reference - 1
     out = []
     for i in np.flatnonzero(same & (np.abs(move) > jump_limit)):
         source = 'pre_close' if np.isfinite(pre[i]) else 'previous close'
-        out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='jump',
-                        detail=f'close {df.close.iat[i]:g} is {move[i]:+.0%} from {source} {reference[i]:g} '
+        out.append(dict(symbol=symbol[i], trade_date=pd.Timestamp(np.asarray(df['trade_date'])[i]), problem='jump',
+                        detail=f'close {close[i]:g} is {move[i]:+.0%} from {source} {reference[i]:g} '
                                '(unadjusted split or bad price?)'))
+    return out
+
+def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict]:
+    out = _jumps(df, jump_limit)
     for i in np.flatnonzero(df['volume'].to_numpy() == 0):
         out.append(dict(symbol=df.symbol.iat[i], trade_date=df.trade_date.iat[i], problem='zero_volume',
                         detail='volume 0: a suspended day stored as a bar'))
@@ -722,7 +939,7 @@ def _suspicious(df: pd.DataFrame, jump_limit: float, min_rows: int) -> list[dict
                             detail=f'only {n} bars (fewer than {min_rows}: too few for a training window)'))
     return out
 
-# %% ../../nbs/01_data.db.ipynb 101
+# %% ../../nbs/01_data.db.ipynb 113
 def suspicious_bars(conn: Connection, symbols: Sequence[str] | None = None, start=None, end=None,
                     jump_limit: float = JUMP_LIMIT, min_rows: int = MIN_ROWS, batch: int = 50) -> pd.DataFrame:
     "Bars that look wrong (jumps, zero volume, too few rows) of `symbols` (default all), dated `start..end`."
@@ -744,3 +961,20 @@ def check(self, symbols: Iterable[str] | None = None, jump_limit: float = JUMP_L
     with self._connect() as conn:
         return suspicious_bars(conn, None if symbols is None else self.resolve_symbols(symbols),
                                jump_limit=jump_limit, min_rows=min_rows)
+
+# %% ../../nbs/01_data.db.ipynb 116
+def find_jumps(bars: pd.DataFrame | dict, jump_limit: float = JUMP_LIMIT) -> pd.DataFrame:
+    "Jumps in `bars` (`symbol, trade_date, close, pre_close` sorted by symbol, date; a frame or a dict of arrays)."
+    return pd.DataFrame(_jumps(bars, jump_limit), columns=['symbol', 'trade_date', 'problem', 'detail'])
+
+def last_bars_before(conn: Connection, symbols: Sequence[str], day) -> pd.DataFrame:
+    "Each symbol's last stored bar before `day` (`symbol, trade_date, close, pre_close, volume`)."
+    t = stock_kline_data
+    last = (sa.select(t.c.symbol, sa.func.max(t.c.trade_date).label('day'))
+            .where(t.c.symbol.in_(list(symbols)), t.c.trade_date < as_date(day)).group_by(t.c.symbol).subquery())
+    q = (sa.select(t.c.symbol, t.c.trade_date, t.c.close, t.c.pre_close, t.c.volume)
+         .select_from(t.join(last, (t.c.symbol == last.c.symbol) & (t.c.trade_date == last.c.day))))
+    rows = conn.execute(q).all()   # mostly none (a new symbol): not worth `_read_frame`'s conversions
+    bars = pd.DataFrame(rows, columns=['symbol', 'trade_date', 'close', 'pre_close', 'volume'])
+    if rows: bars = bars.assign(trade_date=as_datetime64(bars.trade_date)).astype({c: float for c in bars.columns[2:]})
+    return bars

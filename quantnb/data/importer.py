@@ -4,28 +4,32 @@
 
 # %% ../../nbs/02_data.importer.ipynb 4
 from __future__ import annotations
-import dataclasses, glob, logging, zlib
+import contextlib, dataclasses, glob, itertools, logging, multiprocessing, os, sys, time, zlib
+from collections import defaultdict, deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np, pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from tqdm import tqdm
 
 from ..core import SAMPLE_DIR, mask_url
-from .db import (KLINE_VALUE_COLUMNS, as_datetime64, compare_stored, count_stored, describe_db_error,
-                             fill_default_database_with, init_db, default_instrument, stock_basic_info,
-                             stock_kline_data, stock_name_history, store_name_history, suspicious_bars,
-                             upsert_frame)
+from .db import (KLINE_VALUE_COLUMNS, as_datetime64, bump_data_version, compare_stored, count_stored,
+                             default_instrument, describe_db_error, fill_default_database_with, find_jumps, init_db,
+                             is_valid_symbol, iso_dates, last_bars_before, last_stored_dates, load_data_text,
+                             stock_basic_info, stock_kline_data, stock_name_history, store_name_history,
+                             suspicious_bars, upsert_frame)
 
 log = logging.getLogger(__name__)   # replaced bars and jump warnings; the report (`FileImport`) carries them too
 log.addHandler(logging.NullHandler())
 
 # %% auto 0
 __all__ = ['log', 'VENDOR_KLINE_COLUMNS', 'REQUIRED_KLINE_COLUMNS', 'REQUIRED_BASIC_COLUMNS', 'DATE_FORMATS', 'IMPORT_HELP',
-           'DATE_ALIASES', 'A_SHARE_CODE', 'TICKER', 'CHUNK_ROWS', 'FileFormat', 'sniff_format', 'ImportProblem',
-           'ImportValidationError', 'parse_dates', 'validate_kline', 'read_kline_csv', 'read_stock_basic_csv',
-           'FileImport', 'import_file', 'import_paths', 'sample_files', 'load_sample']
+           'DATE_ALIASES', 'A_SHARE_CODE', 'TICKER', 'CHUNK_ROWS', 'PARSE_WORKERS', 'FileFormat', 'sniff_format',
+           'ImportProblem', 'ImportValidationError', 'parse_dates', 'validate_kline', 'read_kline_csv',
+           'read_stock_basic_csv', 'FileImport', 'import_file', 'import_paths', 'sample_files', 'load_sample']
 
 # %% ../../nbs/02_data.importer.ipynb 6
 VENDOR_KLINE_COLUMNS = {'股票代码': 'symbol', '股票名称': 'name', '交易日期': 'trade_date',
@@ -145,25 +149,35 @@ def _parse_numbers(raw: pd.DataFrame, lines, columns, required) -> tuple[dict, l
 
 def parse_dates(text: pd.Series) -> pd.Series:
     "Dates written in any of `DATE_FORMATS` as `datetime64[ns]`; anything else is NaT."
-    dates = pd.Series(pd.NaT, index=text.index, dtype='datetime64[ns]')
-    for fmt in DATE_FORMATS:
+    dates = as_datetime64(pd.to_datetime(text, format=DATE_FORMATS[0], errors='coerce'))
+    for fmt in DATE_FORMATS[1:]:
         todo = dates.isna()
         if not todo.any(): break
         dates[todo] = as_datetime64(pd.to_datetime(text[todo], format=fmt, errors='coerce'))
     return dates
 
 # %% ../../nbs/02_data.importer.ipynb 18
+def _number_problems(numbers: dict, lines) -> list[ImportProblem]:
+    "Prices that are not positive, volumes and amounts that are negative, days whose prices do not fit their range."
+    values, problems = {c: np.asarray(v, float) for c, v in numbers.items()}, []   # numpy: a chunk is checked in µs
+    for c in _POSITIVE + _OPTIONAL_POSITIVE:
+        if c not in values: continue
+        problems += _problems_where(values[c] <= 0, lines, c,
+                                    lambda i, c=c: f'{values[c][i]:g} is not a positive price')
+    for c in _NON_NEGATIVE:
+        if c not in values: continue
+        problems += _problems_where(values[c] < 0, lines, c, lambda i, c=c: f'{values[c][i]:g} is negative')
+    return problems + _range_problems(values, lines)
+
 def _range_problems(numbers: dict, lines) -> list[ImportProblem]:
     "Rows whose high is below their low, or whose open or close lies outside [low, high]."
-    o, h, l, cl = (numbers[c] for c in ['open', 'high', 'low', 'close'])
+    o, h, l, cl = (np.asarray(numbers[c], float) for c in ['open', 'high', 'low', 'close'])
     priced = (o > 0) & (h > 0) & (l > 0) & (cl > 0)   # a bad price is reported once, above, not again here
     eps = 1e-9
-    problems = _problems_where(priced & (h < l - eps), lines, 'high',
-                               lambda i: f'high {h.iloc[i]:g} is below low {l.iloc[i]:g}')
+    problems = _problems_where(priced & (h < l - eps), lines, 'high', lambda i: f'high {h[i]:g} is below low {l[i]:g}')
     for name, s in (('close', cl), ('open', o)):
         outside = priced & (h >= l - eps) & ((s > h + eps) | (s < l - eps))
-        def message(i, s=s, name=name):
-            return f'{name} {s.iloc[i]:g} is outside [low {l.iloc[i]:g}, high {h.iloc[i]:g}]'
+        def message(i, s=s, name=name): return f'{name} {s[i]:g} is outside [low {l[i]:g}, high {h[i]:g}]'
         problems += _problems_where(outside, lines, name, message)
     return problems
 
@@ -222,15 +236,7 @@ def validate_kline(raw: pd.DataFrame, lines: np.ndarray, market: str | None = No
 
     numbers, num_problems = _parse_numbers(raw, lines, _POSITIVE + _OPTIONAL_POSITIVE + _NON_NEGATIVE,
                                            required=_POSITIVE + ['volume'])
-    problems += num_problems
-    for c in _POSITIVE + _OPTIONAL_POSITIVE:
-        if c not in numbers: continue
-        problems += _problems_where(numbers[c] <= 0, lines, c,
-                                    lambda i, c=c: f'{numbers[c].iloc[i]:g} is not a positive price')
-    for c in _NON_NEGATIVE:
-        if c not in numbers: continue
-        problems += _problems_where(numbers[c] < 0, lines, c, lambda i, c=c: f'{numbers[c].iloc[i]:g} is negative')
-    problems += _range_problems(numbers, lines)
+    problems += num_problems + _number_problems(numbers, lines)
 
     df = pd.DataFrame({'symbol': symbol_codes, 'trade_date': dates, **numbers})
     if not markets.isin(['', 'CN']).all(): df['market'] = markets.where(markets != '', 'CN').to_numpy()
@@ -312,7 +318,78 @@ def _validated_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS,
         yield df.assign(_line=lines), problems
     if rows == 0: yield pd.DataFrame(), [ImportProblem(fmt.header_line, None, 'no data rows after the header')]
 
-# %% ../../nbs/02_data.importer.ipynb 31
+# %% ../../nbs/02_data.importer.ipynb 32
+_NUMBER_COLUMNS = _POSITIVE + _OPTIONAL_POSITIVE + _NON_NEGATIVE
+_REQUIRED_NUMBERS = _POSITIVE + ['volume']
+
+class _NotClean(Exception):
+    "The quick reader met something that only the checking reader describes."
+
+def _quick_dtypes(fmt: FileFormat) -> defaultdict:
+    "Text for the columns that hold text (symbol, date, name), floats for every other column."
+    return defaultdict(lambda: 'float64', {c: object for c, name in fmt.columns.items() if name not in _NUMBER_COLUMNS})
+
+def _table_names(raw: pd.DataFrame, fmt: FileFormat) -> pd.DataFrame:
+    "`raw` with its columns named as the checking reader names them, when they are all there once."
+    names = [fmt.columns.get(c.strip(), c.strip()) for c in raw.columns]
+    if len(set(names)) < len(names) or not set(REQUIRED_KLINE_COLUMNS) <= set(names):
+        raise _NotClean('a header to check')
+    return raw.set_axis(names, axis=1)
+
+# %% ../../nbs/02_data.importer.ipynb 34
+def _quick_dates(text: pd.Series) -> np.ndarray:
+    "`parse_dates` as datetime64[ns], in one pass when every date is written `YYYY-MM-DD` (checked by writing it back)."
+    values = text.to_numpy()
+    with contextlib.suppress(ValueError, TypeError):
+        days = values.astype('datetime64[D]')
+        if (iso_dates(days) == values).all(): return days.astype('datetime64[ns]')
+    return parse_dates(text).to_numpy()
+
+def _quick_chunk(raw: pd.DataFrame, lines: np.ndarray, seen: list, ids: dict) -> pd.DataFrame:
+    "A chunk of the quick reader as `_validated_chunks` would give it; `_NotClean` at anything to report."
+    if raw.empty: raise _NotClean('no rows')
+    if raw['symbol'].dtype != object or raw['trade_date'].dtype != object: raise _NotClean('a header to check')
+    codes, written = pd.factorize(raw['symbol'].to_numpy())
+    if (codes < 0).any(): raise _NotClean('a row without a symbol, or a blank line')
+    written = [str(s).strip() for s in written]
+    if not all(map(is_valid_symbol, written)): raise _NotClean('a symbol to check')
+    if 'market' in raw: raise _NotClean('a market column')   # tickers of other markets: the checking reader
+    symbols = [default_instrument(s) for s in written]
+    dates = _quick_dates(raw['trade_date'])
+    if np.isnat(dates).any(): raise _NotClean('a date to check')
+    numbers = {c: raw[c].to_numpy() for c in _NUMBER_COLUMNS if c in raw}
+    for c, v in numbers.items():
+        if v.dtype != np.float64 or np.isinf(v).any(): raise _NotClean(f'a {c} to check')
+        if c in _REQUIRED_NUMBERS and np.isnan(v).any(): raise _NotClean(f'a missing {c}')
+    if _number_problems(numbers, lines): raise _NotClean('a price or volume to check')
+    symbol_ids = np.array([ids.setdefault(s, len(ids)) for s in symbols], 'int64')[codes]
+    keys = np.sort((symbol_ids << 32) + dates.astype('datetime64[D]').astype('int64'))
+    if (keys[1:] == keys[:-1]).any() or any(np.isin(keys, earlier).any() for earlier in seen):
+        raise _NotClean('a repeated date')
+    seen.append(keys)
+    names = {}
+    if 'name' in raw:
+        name, problems = _checked_names(raw['name'], lines)
+        if problems: raise _NotClean('a name to check')
+        names['name'] = name.reset_index(drop=True)
+    return pd.DataFrame({'symbol': pd.Series(np.array(symbols, object)[codes], dtype=object),
+                         'trade_date': dates, **numbers, **names, '_line': lines})
+
+def _quick_chunks(path: Path, fmt: FileFormat, chunk_rows: int = CHUNK_ROWS, market: str | None = None):
+    "`_validated_chunks` of a clean file, read quickly; raises `_NotClean` where that would find a problem."
+    if (market or 'CN').upper() != 'CN': raise _NotClean('tickers of another market')
+    first, seen, ids = fmt.header_line + 1, [], {}
+    try:
+        with pd.read_csv(path, skiprows=fmt.header_line - 1, dtype=_quick_dtypes(fmt), keep_default_na=False,
+                         na_values=[''], encoding=fmt.encoding, skip_blank_lines=False, skipinitialspace=True,
+                         chunksize=chunk_rows) as reader:
+            for raw in reader:
+                yield _quick_chunk(_table_names(raw, fmt), np.arange(len(raw)) + first, seen, ids), []
+                first += len(raw)
+    except (ValueError, OSError, EOFError, zlib.error) as e:   # text in a number, a ragged row, a damaged file
+        raise _NotClean(str(e)) from None
+
+# %% ../../nbs/02_data.importer.ipynb 38
 def read_kline_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
     "Read and validate a vendor or plain kline CSV (gzip ok); raises `ImportValidationError` naming line and field."
     path = Path(path)
@@ -320,16 +397,18 @@ def read_kline_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> pd.DataFra
     if fmt.kind != 'kline':
         problem = ImportProblem(fmt.header_line, None, f'this is a {fmt.kind} file, not daily bars')
         raise ImportValidationError(path, [problem])
-    frames, problems = [], []
-    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows):
-        problems += chunk_problems
-        if not problems: frames.append(df)
-    if problems: raise ImportValidationError(path, problems)
+    try: frames = [df for df, _ in _quick_chunks(path, fmt, chunk_rows)]
+    except _NotClean:
+        frames, problems = [], []
+        for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows):
+            problems += chunk_problems
+            if not problems: frames.append(df)
+        if problems: raise ImportValidationError(path, problems)
     df = pd.concat(frames, ignore_index=True)
     columns = ['symbol', 'trade_date'] + [c for c in KLINE_VALUE_COLUMNS if c in df]
     return df[columns].sort_values(['symbol', 'trade_date'], ignore_index=True)
 
-# %% ../../nbs/02_data.importer.ipynb 35
+# %% ../../nbs/02_data.importer.ipynb 42
 def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     "Read and validate a Tushare-style stock list (ts_code, symbol, name, area, industry, market, list_date)."
     path = Path(path)
@@ -369,7 +448,7 @@ def read_stock_basic_csv(path: str | Path) -> pd.DataFrame:
     out['list_date'] = as_datetime64(list_date)
     return out
 
-# %% ../../nbs/02_data.importer.ipynb 38
+# %% ../../nbs/02_data.importer.ipynb 45
 @dataclasses.dataclass
 class FileImport:
     "What importing one file did."
@@ -399,7 +478,7 @@ class FileImport:
         if self.replaced and more: out.append(f'       ... and {more} more replaced')
         return '\n'.join(out + [f'       warning: {w}' for w in self.warnings])
 
-# %% ../../nbs/02_data.importer.ipynb 41
+# %% ../../nbs/02_data.importer.ipynb 48
 _SHOWN_REPLACED = 20
 
 def _describe_change(row) -> str:
@@ -414,18 +493,34 @@ def _change_problems(changed: pd.DataFrame) -> list[ImportProblem]:
                           + ' (import with --replace to overwrite stored bars)')
             for _, r in changed.iterrows()]
 
-# %% ../../nbs/02_data.importer.ipynb 44
-def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: int,
+# %% ../../nbs/02_data.importer.ipynb 51
+def _jumps_in_new_bars(conn, bars: pd.DataFrame, stored: dict) -> pd.DataFrame:
+    "Jumps among bars written where none were stored; `stored`: the last stored dates before them, per symbol."
+    columns = ['symbol', 'trade_date', 'close', 'pre_close']
+    new = {c: bars[c].to_numpy() if c in bars else np.full(len(bars), np.nan) for c in columns}
+    days = new['trade_date']
+    if stored or len(set(new['symbol'][[0, -1]])) > 1 or (days[1:] < days[:-1]).any():   # not one sorted history
+        before = last_bars_before(conn, list(stored), days.min())[columns] if stored else None
+        new = pd.concat([before, pd.DataFrame(new)]).sort_values(['symbol', 'trade_date'], ignore_index=True)
+    return find_jumps(new)
+
+# %% ../../nbs/02_data.importer.ipynb 53
+def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: int, chunks=None,
+                  load_text: str | None = None,   # `load_data_text` of a one-chunk file
                   market: str | None = None) -> FileImport:
     result, problems, total = FileImport(path, 'kline'), [], 0
-    symbols, first, last, markets = set(), None, None, {}
-    for df, chunk_problems in _validated_chunks(path, fmt, chunk_rows, market):
+    symbols, touched, first, last, chunks_written, only_chunk = set(), set(), None, None, 0, None
+    markets = {}
+    for df, chunk_problems in (_validated_chunks(path, fmt, chunk_rows, market) if chunks is None else chunks):
         total += len(chunk_problems)
         problems += chunk_problems[:max(_MAX_PROBLEMS - len(problems), 0)]
         if total: continue                     # keep checking the rest of the file, write no more
         columns = [c for c in KLINE_VALUE_COLUMNS if c in df]
-        bars = compare_stored(conn, df, columns)
-        changed = bars[bars.status == 'changed']
+        day0, day1, chunk_symbols = df['trade_date'].min(), df['trade_date'].max(), df['symbol'].unique().tolist()
+        stored = last_stored_dates(conn, chunk_symbols, day1)
+        fresh = all(day < day0 for day in stored.values())   # nothing stored in these dates: every bar is new
+        bars = df if fresh else compare_stored(conn, df, columns)
+        changed = bars.iloc[:0] if fresh else bars[bars.status == 'changed']
         if len(changed) and not replace:
             found = _change_problems(changed.head(_MAX_PROBLEMS))
             total += len(changed); problems += found[:max(_MAX_PROBLEMS - len(problems), 0)]
@@ -434,41 +529,61 @@ def _import_kline(conn, path: Path, fmt: FileFormat, replace: bool, chunk_rows: 
             text = _describe_change(r)
             log.warning('%s: replaced %s', path, text)
             if len(result.replaced) < _SHOWN_REPLACED: result.replaced.append(text)
-        upsert_frame(conn, stock_kline_data, bars.loc[bars.status != 'unchanged', ['symbol', 'trade_date'] + columns])
+        written = bars if fresh else bars[bars.status != 'unchanged']   # upsert_frame writes the table's columns
+        if fresh and load_text is not None: upsert_frame(conn, stock_kline_data, written, text=load_text)
+        else: upsert_frame(conn, stock_kline_data, written)
         store_name_history(conn, df)           # vendor files: the day's names, as spells
-        result.rows += len(bars)
-        result.new_rows += int((bars.status == 'new').sum())
-        result.changed_rows += len(changed)
-        symbols |= set(df['symbol'])
+        load_text = None
         if 'market' in df: markets.update(zip(df['symbol'], df['market']))
-        first = min(first, df.trade_date.min()) if first is not None else df.trade_date.min()
-        last = max(last, df.trade_date.max()) if last is not None else df.trade_date.max()
+        result.rows += len(bars)
+        result.new_rows += len(bars) if fresh else int((bars.status == 'new').sum())
+        result.changed_rows += len(changed)
+        symbols.update(chunk_symbols)
+        touched.update(chunk_symbols if fresh else written['symbol'].unique())
+        chunks_written += 1
+        only_chunk = (df, stored) if fresh and chunks_written == 1 else None   # (no more is kept: bounded memory)
+        first, last = (day0, day1) if first is None else (min(first, day0), max(last, day1))
     if total:
         raise ImportValidationError(path, sorted(problems, key=lambda p: (p.line or 0, p.field or '')), total=total)
     result.symbols = sorted(symbols)
     foreign = {s: m for s, m in markets.items() if m != 'CN'}
     if foreign: upsert_frame(conn, stock_basic_info, pd.DataFrame(   # the market of a foreign ticker, name left alone
         {'symbol': list(foreign), 'ts_code': list(foreign), 'exchange': list(foreign.values())}))
-    jumps = suspicious_bars(conn, result.symbols, first, last).query('problem == "jump"')
-    result.warnings = [f'{r.symbol} {r.trade_date:%Y-%m-%d}: {r.detail}' for r in jumps.itertuples()]
+    if only_chunk: jumps = _jumps_in_new_bars(conn, *only_chunk)   # one chunk, all new: checked in memory
+    else: jumps = suspicious_bars(conn, result.symbols, first, last).query('problem == "jump"')
+    result.warnings = [f'{r.symbol} {r.trade_date:%Y-%m-%d}: {r.detail}' for r in jumps.itertuples()
+                       ] if len(jumps) else []   # (itertuples builds a class: not for nothing)
     for w in result.warnings: log.warning('%s: %s', path, w)
+    bump_data_version(conn, touched)
     return result
 
-# %% ../../nbs/02_data.importer.ipynb 46
-def import_file(path: str | Path, url: str | Engine | None = None, replace: bool = False,
-                chunk_rows: int = CHUNK_ROWS, market: str | None = None) -> FileImport:
-    "Validate one kline or stock-list file and write it in a single transaction; raises on bad input or changed bars."
-    path, engine = Path(path), init_db(url)
-    fmt = sniff_format(path)
+# %% ../../nbs/02_data.importer.ipynb 55
+def _import_one(path: Path, engine: Engine, replace: bool, chunk_rows: int, parsed=None,
+                market: str | None = None) -> FileImport:
+    "One file in one transaction; a kline file read quickly, or again with every check when it is not clean."
+    fmt, quick, text = parsed if parsed else (sniff_format(path), None, None)
     if fmt.kind == 'stock_basic':
         df = read_stock_basic_csv(path)
         with engine.begin() as conn:
             stored = count_stored(conn, stock_basic_info, df)
             upsert_frame(conn, stock_basic_info, df)
         return FileImport(path, 'stock_basic', len(df), len(df) - stored, sorted(df['symbol'].unique()))
-    with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows, market)
+    try:
+        with engine.begin() as conn:
+            return _import_kline(conn, path, fmt, replace, chunk_rows,
+                                 [(quick, [])] if parsed else _quick_chunks(path, fmt, chunk_rows, market), text)
+    except _NotClean: pass                     # rolled back: the checking reader says what is wrong
+    with engine.begin() as conn: return _import_kline(conn, path, fmt, replace, chunk_rows, market=market)
 
-# %% ../../nbs/02_data.importer.ipynb 51
+def import_file(path: str | Path, url: str | Engine | None = None, replace: bool = False,
+                chunk_rows: int = CHUNK_ROWS, market: str | None = None) -> FileImport:
+    "Validate one kline or stock-list file and write it in a single transaction; raises on bad input or changed bars."
+    return _import_one(Path(path), init_db(url), replace, chunk_rows, market=market)
+
+# %% ../../nbs/02_data.importer.ipynb 60
+PARSE_WORKERS = min(2, (os.cpu_count() or 1) - 1)   # processes reading ahead: a core is left to the writer
+_POOL_MIN_FILES = 16   # fewer files are read by the writer itself: starting workers would cost more
+
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out = []
     for p in map(Path, paths):
@@ -477,21 +592,62 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
         else: out.append(p)
     return out
 
-def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None,
-                 replace: bool = False, market: str | None = None) -> list[FileImport]:
+def _read_ahead(path: Path, load_text: bool, chunk_rows: int = CHUNK_ROWS):
+    "In a worker: format, bars and (for MySQL) `load_data_text` of a clean one-chunk kline file; else None."
+    try:
+        fmt = sniff_format(path)
+        if fmt.kind != 'kline': return None
+        chunks = [df for df, _ in itertools.islice(_quick_chunks(path, fmt, chunk_rows), 2)]
+        if len(chunks) > 1: return None   # a large file: the writer reads it in chunks itself
+        return fmt, chunks[0], load_data_text(chunks[0], stock_kline_data) if load_text else None
+    except Exception: return None   # whatever it is, the writer meets it again and reports it
+
+@contextlib.contextmanager
+def _files_read_ahead(files: list[Path], workers: int, load_text: bool):
+    "Per file, in order: what `_read_ahead` made of it in a worker process, or None (no workers)."
+    workers = min(workers, os.cpu_count() or 1)
+    if workers < 1 or len(files) < _POOL_MIN_FILES or multiprocessing.current_process().daemon:
+        yield itertools.repeat(None); return   # (a daemonic process, say a pool's worker, may not start processes)
+    pool, futures, ahead = ProcessPoolExecutor(workers), deque(), 4 * workers
+    def submit(path):
+        try: futures.append(pool.submit(_read_ahead, path, load_text))
+        except Exception: futures.append(None)   # a broken pool: the writer reads the file itself
+    def answer(future):
+        try: return future.result() if future else None
+        except Exception: return None            # a worker that died: the same
+    def results():                               # exactly one answer per file, in order
+        for i in range(len(files)):
+            if i + ahead < len(files): submit(files[i + ahead])
+            yield answer(futures.popleft())
+    for path in files[:ahead]: submit(path)      # workers start here, before any progress-bar thread exists
+    try: yield results()
+    finally: pool.shutdown(wait=True, cancel_futures=True)
+
+def _import_reported(path: Path, engine: Engine, replace: bool, parsed=None, market: str | None = None) -> FileImport:
+    try: return _import_one(path, engine, replace, CHUNK_ROWS, parsed, market)
+    except ImportValidationError as e: return FileImport(path, error=str(e))
+    except sa.exc.SQLAlchemyError as e: return FileImport(path, error=f'{path}: {describe_db_error(e)}')
+    except (EOFError, zlib.error, OSError) as e: return FileImport(path, error=f'{path}: {mask_url(e)}')
+
+def import_paths(paths: Iterable[str | Path], url: str | Engine | None = None, replace: bool = False,
+                 progress: bool | None = None, workers: int = PARSE_WORKERS,
+                 market: str | None = None) -> list[FileImport]:
     "Import files and directories (their *.csv / *.csv.gz); a bad file is reported and skipped, the rest still land."
-    engine = init_db(url)
-    results = []
-    for path in _expand(paths):
-        try: results.append(import_file(path, engine, replace=replace, market=market))
-        except ImportValidationError as e: results.append(FileImport(path, error=str(e)))
-        except sa.exc.SQLAlchemyError as e:
-            results.append(FileImport(path, error=f'{path}: {describe_db_error(e)}'))
-        except (EOFError, zlib.error, OSError) as e:
-            results.append(FileImport(path, error=f'{path}: {mask_url(e)}'))
+    engine, files = init_db(url), _expand(paths)
+    show = sys.stderr.isatty() if progress is None else progress   # one line on stderr: files, rows, rows/s
+    results, rows, start = [], 0, time.perf_counter()
+    mysql = engine.dialect.name in ('mysql', 'mariadb')
+    if (market or 'CN').upper() != 'CN': workers = 0   # other markets: read by the checking reader, in this process
+    with _files_read_ahead(files, workers, load_text=mysql) as read, \
+         tqdm(total=len(files), unit='file', desc='import', file=sys.stderr, disable=not show) as bar:
+        for path, parsed in zip(files, read):
+            results.append(_import_reported(path, engine, replace, parsed, market))
+            rows += results[-1].rows
+            bar.set_postfix_str(f'{rows:,} rows, {rows / (time.perf_counter() - start):,.0f} rows/s', refresh=False)
+            bar.update()
     return results
 
-# %% ../../nbs/02_data.importer.ipynb 53
+# %% ../../nbs/02_data.importer.ipynb 62
 def sample_files() -> list[Path]:
     "The bundled sample: the stock list first, then one vendor file per stock."
     return [SAMPLE_DIR/'stock_basic.csv.gz'] + sorted(SAMPLE_DIR.glob('s[hz]*.csv.gz'))
