@@ -10,9 +10,11 @@ the first N files). The reference is tests/alpha_oracle.py — Qlib's expression
 at a time — timed on `--naive-stocks` stocks spread over the universe, with the fast path timed on the same stocks in
 the same run; `ratio_vs_naive` compares their rows/s, `max_diff_vs_naive` (absolute below 1, relative
 above) and `same_nan_as_naive` check they agree. Prints JSON.
-Timings are wall-clock and process CPU time (the machine may be shared); `numpy_hugepages` says whether NumPy advises
-transparent huge pages for large arrays (NUMPY_MADVISE_HUGEPAGE, which on some VMs makes first-touching a fresh
-1.5 GB output several times slower).
+Timings are wall-clock and process CPU time (the machine may be shared).
+
+`numpy_hugepages` says whether NumPy advises transparent huge pages for its large arrays (its default; set
+NUMPY_MADVISE_HUGEPAGE=0 to stop it). The Alpha outputs themselves are kept off huge pages either way
+(`quantnb.data.alpha.output_array`).
 """
 import argparse, gc, json, os, sys, time
 from pathlib import Path

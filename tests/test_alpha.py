@@ -1,6 +1,8 @@
 """Alpha158 / Alpha360 (quantnb.data.alpha) against a direct pandas computation of Qlib's expressions, on real stocks of
 the bundled universe slice: every family, every window, NaN until a window is full, no window across stocks or
 suspensions, any chunking, the feature-set hooks, and bad values."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,6 +140,20 @@ def test_compute_features_accepts_the_sets(bars, fast158):
     np.testing.assert_allclose(mixed['CLOSE0'].dropna(), 1.0)
     per_stock = compute_features(bars, ['ret_1', 'rsi_14'], dropna=False)
     pd.testing.assert_frame_equal(mixed[['ret_1', 'rsi_14']], per_stock.loc[bars.index])
+
+
+def test_each_set_is_computed_once_and_only_when_needed(bars, monkeypatch):
+    from quantnb.data import features
+    calls = []
+    for name in ('alpha158', 'alpha360'):
+        fs = features.PANEL_SETS[name]
+        counted = lambda b, fn=fs.fn, name=name: calls.append(name) or fn(b)
+        monkeypatch.setitem(features.PANEL_SETS, name, dataclasses.replace(fs, fn=counted))
+    compute_features(bars, 'alpha360')
+    assert calls == ['alpha360']
+    out = compute_features(bars, ['KMID', 'OPEN0', 'CLOSE5', 'VWAP0', 'MA5'], dropna=False)
+    assert calls == ['alpha360', 'alpha158', 'alpha360'] and list(out.columns) == ['KMID', 'OPEN0', 'CLOSE5', 'VWAP0',
+                                                                                   'MA5']
 
 
 @pytest.mark.parametrize('cut', [0, 1, 58, 59, 60, 61, 137, 400])

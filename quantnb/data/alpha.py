@@ -4,7 +4,7 @@
 
 # %% ../../nbs/03a_data.alpha.ipynb 4
 from __future__ import annotations
-import functools
+import ctypes, functools, mmap, sys
 from typing import Callable, Sequence
 
 import numpy as np, pandas as pd
@@ -16,8 +16,8 @@ __all__ = ['ALPHA_WINDOWS', 'KBAR_NAMES', 'PRICE_NAMES', 'ROLLING_FAMILIES', 'AL
            'ALPHA360_NAMES', 'BLOCK', 'HISTORY', 'QLIB_STD_ZERO', 'EPS', 'CHUNK_ROWS', 'ALPHA_NEEDS', 'PanelSlots',
            'WindowSums', 'window_var', 'window_corr', 'window_extremes', 'sort_arrays', 'merge_sorted', 'kth_of_merged',
            'window_order_stats', 'quantile', 'window_ranks', 'Chunk', 'kbar', 'ranges', 'trend', 'price_volume',
-           'up_down', 'volume', 'alpha158_chunk', 'alpha360_chunk', 'warmup_bars', 'panel_features', 'alpha158',
-           'alpha360']
+           'up_down', 'volume', 'alpha158_chunk', 'alpha360_chunk', 'warmup_bars', 'output_array', 'panel_features',
+           'alpha158', 'alpha360']
 
 # %% ../../nbs/03a_data.alpha.ipynb 6
 ALPHA_WINDOWS = (5, 10, 20, 30, 60)
@@ -105,9 +105,11 @@ QLIB_STD_ZERO = 2e-5   # Qlib's Rsquare and Corr are NaN where a standard deviat
 
 def window_var(s1: np.ndarray, s2: np.ndarray, n: int) -> np.ndarray:
     "Sample variance (ddof 1) from the window sums of x and x²."
-    v = s2 - s1 * s1 / n
+    v = s1 * s1
+    v *= -1.0 / n
+    v += s2
     np.maximum(v, 0.0, out=v)
-    v /= n - 1
+    v *= 1.0 / (n - 1)
     return v
 
 def window_corr(sx, sy, sxx, syy, sxy, n: int, x_flat=None) -> np.ndarray:
@@ -189,7 +191,10 @@ def kth_of_merged(a: list, b: list, r: int) -> np.ndarray:
     return functools.reduce(np.minimum, terms)
 
 # %% ../../nbs/03a_data.alpha.ipynb 25
-def _at(q: float, n: int): at = q * (n - 1); return int(at), at - int(at)
+def _at(q: float, n: int) -> tuple:
+    "The order statistic below quantile q of n values, and the fraction of the way to the next (as pandas)."
+    at = q * (n - 1)
+    return int(at), at - int(at)
 
 def window_order_stats(x: np.ndarray, rows: int, qs: Sequence[float] = (0.8, 0.2)) -> dict:
     "{n: {k: k-th smallest of the last n values}} for the ranks that quantiles `qs` need, plus 0 and n-1."
@@ -410,6 +415,26 @@ def warmup_bars(name: str) -> int:
     return d - 1 + (family in _DIFF_FAMILIES)
 
 # %% ../../nbs/03a_data.alpha.ipynb 46
+def _madvise():
+    "libc's madvise where there is one (Linux), else None."
+    if not sys.platform.startswith('linux') or not hasattr(mmap, 'MADV_NOHUGEPAGE'): return None
+    try: fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError): return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+_MADVISE = _madvise()
+
+def output_array(shape: tuple) -> np.ndarray:
+    "An uninitialised float32 array to be written once; large ones are kept off transparent huge pages."
+    out = np.empty(shape, np.float32)
+    if _MADVISE is not None and out.nbytes >= 1 << 26:
+        start = -(-out.ctypes.data // mmap.PAGESIZE) * mmap.PAGESIZE
+        stop = (out.ctypes.data + out.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        _MADVISE(start, stop - start, mmap.MADV_NOHUGEPAGE)        # advice only: a failure changes nothing
+    return out
+
+# %% ../../nbs/03a_data.alpha.ipynb 48
 CHUNK_ROWS = 16384
 ALPHA_NEEDS = ('open', 'high', 'low', 'close', 'volume', 'amount')
 
@@ -448,7 +473,7 @@ def panel_features(bars: pd.DataFrame, names: Sequence[str], chunk_fn: Callable[
     if chunk_rows % BLOCK: raise ValueError(f'chunk_rows={chunk_rows} must be a multiple of {BLOCK}')
     slots = PanelSlots(bars)
     cols = {k: slots.spread(x) for k, x in _base_columns(bars).items()}
-    out = np.empty((len(names), len(bars)), np.float32)
+    out = output_array((len(names), len(bars)))
     index, warmup = {n: i for i, n in enumerate(names)}, np.array([warmup_bars(n) for n in names])
     for start in range(HISTORY, slots.n_slots, chunk_rows):
         stop = min(start + chunk_rows, slots.n_slots)
