@@ -24,6 +24,14 @@ def test_every_feature_is_causal(moutai, cut, seed):
     assert_causal(moutai, cut, seed=seed)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0, max_value=410), seed=st.integers(0, 2**32 - 1))
+def test_panel_feature_sets_are_causal(moutai, cut, seed):
+    "Alpha158 and Alpha360, computed over the whole panel at once, pass the same check."
+    names = list(dict.fromkeys(feature_names('alpha158') + feature_names('alpha360')))   # OPEN0 .. VWAP0 in both
+    assert_causal(moutai, cut, names=names, seed=seed)
+
+
 def test_causality_check_catches_a_shift_minus_one(moutai):
     register_feature('leak', lambda b: pd.Series(b.close).pct_change().shift(-1).to_numpy(),
                      'Tomorrow\'s return (a leak).')

@@ -4,15 +4,16 @@
 
 # %% ../../nbs/03_data.features.ipynb 4
 from __future__ import annotations
-import dataclasses, functools, hashlib
+import dataclasses, functools, hashlib, importlib
 from typing import Callable, Sequence
 
 import numpy as np, pandas as pd
 import talib
 
 # %% auto 0
-__all__ = ['FEATURES', 'FEATURE_SETS', 'FEATURES_VERSION', 'Bars', 'Feature', 'register_feature', 'feature', 'feature_names',
-           'compute_features', 'features_into', 'features_digest', 'CausalityError', 'assert_causal']
+__all__ = ['FEATURES', 'FEATURE_SETS', 'PANEL_SETS', 'PANEL_SET_OF', 'PANEL_SET_MODULES', 'FEATURES_VERSION', 'Bars', 'Feature',
+           'register_feature', 'feature', 'feature_names', 'FeatureSet', 'register_feature_set', 'compute_features',
+           'features_into', 'features_digest', 'CausalityError', 'assert_causal']
 
 # %% ../../nbs/03_data.features.ipynb 6
 class Bars:
@@ -212,21 +213,61 @@ _TA45 = ['ret_1', 'ret_2', 'ret_3', 'ret_5', 'ret_10', 'ret_20',                
          'log_volume_change', 'volume_ratio_5', 'volume_ratio_20', 'obv_change_10']                    # volume
 
 def feature_names(feature_set: str | Sequence[str] = 'all') -> list[str]:
-    "Names in a feature set (`basic11`, `ta45`, `all`) or a list of registered names, checked."
+    "Names in a feature set (`basic11`, `ta45`, `all`, `alpha158`, `alpha360`) or a list of feature names, checked."
     if isinstance(feature_set, str):
         sets = {'basic11': _BASIC11, 'ta45': _TA45, 'all': list(FEATURES)}
+        if feature_set not in sets and _panel_set(feature_set): return list(PANEL_SETS[feature_set].names)
         if feature_set not in sets:
             raise ValueError(f'unknown feature set {feature_set!r}; '
-                             f'use one of {sorted(sets)} or a list of feature names')
+                             f'use one of {sorted(sets) + sorted(PANEL_SETS)} or a list of feature names')
         return list(sets[feature_set])
     names = list(feature_set)
-    unknown = [n for n in names if n not in FEATURES]
+    unknown = [n for n in names if n not in FEATURES and not _panel_set_of(n)]
     if unknown: raise ValueError(f'unknown feature(s) {unknown}; registered: {", ".join(FEATURES)}')
     return names
 
 FEATURE_SETS = {name: feature_names(name) for name in ('basic11', 'ta45')}
 
 # %% ../../nbs/03_data.features.ipynb 26
+@dataclasses.dataclass(frozen=True)
+class FeatureSet:
+    "A feature set computed over the whole panel: `fn(bars)` returns columns `names` on the bars' index."
+    name: str
+    names: tuple
+    fn: Callable[[pd.DataFrame], pd.DataFrame]
+    doc: str
+
+PANEL_SETS: dict[str, FeatureSet] = {}
+PANEL_SET_OF: dict[str, tuple] = {}          # feature name -> the panel sets that compute it
+PANEL_SET_MODULES = ['quantnb.data.alpha']   # modules registering panel sets, imported when a name is unknown
+
+def register_feature_set(name: str, names: Sequence[str], fn: Callable[[pd.DataFrame], pd.DataFrame],
+                         doc: str) -> None:
+    "Add (or replace) a feature set that `fn(bars)` computes over the whole panel at once."
+    if name in ('basic11', 'ta45', 'all'): raise ValueError(f'{name!r} is a built-in feature set')
+    taken = [n for n in names if n in FEATURES]
+    if taken: raise ValueError(f'feature set {name!r}: {taken} already name per-stock features')
+    PANEL_SETS[name] = FeatureSet(name, tuple(names), fn, doc)
+    PANEL_SET_OF.clear()                      # a name two sets share (Alpha158's OPEN0 is Alpha360's) maps to both
+    for s in PANEL_SETS.values():
+        for n in s.names: PANEL_SET_OF[n] = PANEL_SET_OF.get(n, ()) + (s.name,)
+    FEATURE_SETS[name] = list(names)
+
+def _load_panel_sets():
+    for mod in PANEL_SET_MODULES:
+        try: importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise   # a real missing dependency, not a module that is not exported yet
+
+def _panel_set(name: str) -> FeatureSet | None:
+    if name not in PANEL_SETS: _load_panel_sets()
+    return PANEL_SETS.get(name)
+
+def _panel_set_of(feature: str) -> str | None:
+    if feature not in PANEL_SET_OF: _load_panel_sets()
+    return PANEL_SET_OF.get(feature)
+
+# %% ../../nbs/03_data.features.ipynb 30
 def _checked_bars(df: pd.DataFrame, names: Sequence[str]) -> Bars:
     "One stock's `Bars`, once its dates ascend and it has every column the features need."
     if not df.index.get_level_values(-1).is_monotonic_increasing:
@@ -250,25 +291,50 @@ def compute_features(kline_df: pd.DataFrame,
                      dropna: bool = True) -> pd.DataFrame:
     "One column per feature for bars of one stock (date index) or many (`(symbol, trade_date)` index)."
     names = feature_names(feature_set)
+    if any(n in PANEL_SET_OF for n in names): return _with_panel_sets(kline_df, names, dropna)
     if isinstance(kline_df.index, pd.MultiIndex):
         parts = [_compute_one(g, names) for _, g in kline_df.groupby(level=0, sort=False)]
         out = pd.concat(parts) if parts else pd.DataFrame(columns=names, index=kline_df.index[:0])
     else: out = _compute_one(kline_df, names)
     return out.dropna() if dropna else out
 
-# %% ../../nbs/03_data.features.ipynb 35
+def _with_panel_sets(kline_df: pd.DataFrame, names: list[str], dropna: bool) -> pd.DataFrame:
+    "Each panel set needed, computed once over all stocks, then the per-stock features; columns in `names` order."
+    wanted, chosen = [n for n in names if n in PANEL_SET_OF], []
+    members = {s: set(PANEL_SETS[s].names) for s in PANEL_SETS}
+    for n in wanted:                          # the fewest sets: each time, the one holding most of the names
+        if not any(n in members[s] for s in chosen):
+            chosen.append(max(PANEL_SET_OF[n], key=lambda s: len(members[s].intersection(wanted))))
+    parts, done = [], set()
+    for s in chosen:
+        frame = PANEL_SETS[s].fn(kline_df)
+        keep = [n for n in frame.columns if n in wanted and n not in done]
+        parts.append(frame if len(keep) == frame.shape[1] else frame[keep]); done.update(keep)
+    per_stock = [n for n in names if n not in PANEL_SET_OF]
+    if per_stock: parts.append(compute_features(kline_df, per_stock, dropna=False))
+    out = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+    if list(out.columns) != names: out = out[names]
+    return out.dropna() if dropna else out
+
+# %% ../../nbs/03_data.features.ipynb 39
 def features_into(df: pd.DataFrame, names: Sequence[str], out: np.ndarray) -> np.ndarray:
     "One stock's features (bars `df`, dates ascending) written into `out` (`[rows, len(names)]`, float32); `out`."
     if out.shape != (len(df), len(names)):
         raise ValueError(f'out has shape {out.shape}; {len(df)} bars x {len(names)} features '
                          f'need {(len(df), len(names))}')
-    bars = _checked_bars(df, names)
-    with np.errstate(all='ignore'):   # 0/0 on flat days; a float64 beyond float32's range becomes inf, then NaN
-        for j, name in enumerate(names): out[:, j] = FEATURES[name].fn(bars)
+    panel = [n for n in names if _panel_set_of(n)]
+    own = [(j, n) for j, n in enumerate(names) if n not in panel]
+    if own:
+        bars = _checked_bars(df, [n for _, n in own])
+        with np.errstate(all='ignore'):   # 0/0 on flat days; a float64 beyond float32's range becomes inf, then NaN
+            for j, name in own: out[:, j] = FEATURES[name].fn(bars)
+    if panel:   # a panel set's values for this stock are its own (see `register_feature_set`)
+        frame = compute_features(df, panel, dropna=False)
+        for name in panel: out[:, names.index(name)] = frame[name].to_numpy()
     out[np.isinf(out)] = np.nan
     return out
 
-# %% ../../nbs/03_data.features.ipynb 38
+# %% ../../nbs/03_data.features.ipynb 42
 FEATURES_VERSION = 1   # raise when a shared helper changes what any feature computes
 
 def _code_digest(fn) -> str:
@@ -285,10 +351,12 @@ def _code_digest(fn) -> str:
 def features_digest(feature_set: str | Sequence[str] = 'all') -> str:
     "SHA-256 over the named features' code, TA-Lib's version and `FEATURES_VERSION`."
     h = hashlib.sha256(f'{FEATURES_VERSION}|{talib.__version__}'.encode())
-    for name in feature_names(feature_set): h.update(f'|{name}:{_code_digest(FEATURES[name].fn)}'.encode())
+    for name in feature_names(feature_set):
+        fn = FEATURES[name].fn if name in FEATURES else PANEL_SETS[_panel_set_of(name)[0]].fn
+        h.update(f'|{name}:{_code_digest(fn)}'.encode())
     return h.hexdigest()
 
-# %% ../../nbs/03_data.features.ipynb 41
+# %% ../../nbs/03_data.features.ipynb 46
 class CausalityError(AssertionError):
     "A feature's past values changed when only future bars did."
 
