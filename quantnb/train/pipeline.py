@@ -437,7 +437,7 @@ def prepare_data(self) -> DatasetBundle:
     self.bundle = load_datasets(universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
-                                normalization=p.normalization, flat_threshold=p.flat_threshold)
+                                normalization=p.normalization, flat_threshold=p.flat_threshold, label=p.label)
     meta = self.bundle.meta()
     sizes = {k: v['samples'] for k, v in meta['segments'].items()}
     m.save_training_log(f'datasets: {len(meta["feature_names"])} features, seq_len {p.seq_len}, samples {sizes}, '
@@ -460,7 +460,8 @@ def build_model(self):
     if p.pretrained:   # the backbone's shape is the pretrained one; a different model name is refused by the transfer
         source = resolve_checkpoint(p.pretrained, p.out_dir)
         if source.config['model']['name'] == p.model: options = {**source.config['model']['backbone'], **options}
-    self.model = create_model(p.model, len(self.bundle.feature_names), task=self.task.model_task, horizon=p.horizon,
+    self.model = create_model(p.model, len(self.bundle.feature_names), task=self.task.model_task,
+                              horizon=self.bundle.horizon,   # the targets per sample: 1 for label=ret_next
                               preset=p.preset or None if not p.pretrained else None, seq_len=p.seq_len,
                               head=self.task.head(), **options)
     self.model = self.task.wrap(self.model)
@@ -549,7 +550,8 @@ def finish(self) -> dict:
     record = SavedModel(p.model, model=config.to_dict(), task=p.task, feature_names=list(b.feature_names),
                         feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon,
                         input_size=len(b.feature_names),
-                        output_size=output_size[config.task], label={'flat_threshold': b.flat_threshold},
+                        output_size=output_size[config.task],
+                        label={'flat_threshold': b.flat_threshold, 'target': b.label},
                         normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), pretraining=pretraining,
                         pretrained_from=p.pretrained or None, extra=dict(getattr(self, 'record_extra', None) or {}))
     training_args = {**self.training_summary, 'test_samples': len(b.test)}

@@ -1,0 +1,68 @@
+"""Cross-sectional studies on a universe: the ret_next label, date splits, label normalisation, signal analysis."""
+import json
+
+import numpy as np
+import pytest
+
+from quantnb.data.universe import read_status, top_n_spells, universe_slice_files
+
+SMALL = dict(model='gru', epochs=1, seq_len=20, horizon=3, model_kwargs='{"hidden_size": 8}', progress=False)
+
+
+@pytest.fixture(scope='module')
+def top10_db(tmp_path_factory):
+    "The bundled universe slice in a fresh SQLite database, with its top-10 universe stored."
+    from quantnb.data.importer import import_paths
+    from quantnb.data.universe import save_universe
+    url = f'sqlite:///{tmp_path_factory.mktemp("xsdb")}/universe.db'
+    assert all(r.ok for r in import_paths(universe_slice_files(), url))
+    spells = top_n_spells(read_status(universe_slice_files()), 10)
+    save_universe(url, 'top10', spells)
+    return url, spells
+
+
+@pytest.fixture(scope='module')
+def bars(top10_db):
+    from quantnb.data.db import StockDataLoader
+    loader = StockDataLoader(top10_db[0])
+    return loader.load_many(sorted(top10_db[1]['symbol'].unique()))
+
+
+def test_ret_next_is_the_return_from_the_next_close(top10_db, bars):
+    "label=ret_next: one target, close[t+2]/close[t+1]-1 of the same stock, none in the last two bars, a 2-day gap."
+    from quantnb.data.datasets import load_datasets
+    b = load_datasets('top10', url=top10_db[0], seq_len=20, horizon=5, label='ret_next', cache=False)
+    assert b.label == 'ret_next' and b.horizon == 1 and b.split.gap_days == 2
+    for name in ('train', 'val', 'test'):
+        ds = b.segment(name)
+        ends = ds.ends.numpy()
+        assert len(ends) and ds.targets.shape[1] == 1
+        ok = b.symbol_codes[np.minimum(ends + 2, len(b.close) - 1)] == b.symbol_codes[ends]
+        assert ok.all() and (ends + 2 < len(b.close)).all()   # the label's two bars are the same stock's
+        want = b.close[ends + 2] / b.close[ends + 1] - 1
+        np.testing.assert_allclose(ds.targets[ends, 0].numpy(), want, rtol=1e-5, atol=1e-7)
+    # the samples' label ends stay inside their segment
+    idx = b.sample_index('train')
+    assert (idx.label_end < b.split.val_start).all()
+    default = load_datasets('top10', url=top10_db[0], seq_len=20, horizon=5, cache=False)
+    assert default.label == 'returns' and default.train.targets.shape[1] == 5 and default.split.gap_days == 5
+    with pytest.raises(ValueError, match='label='):
+        load_datasets('top10', url=top10_db[0], seq_len=20, label='fwd', cache=False)
+
+
+def test_a_ret_next_run_is_recorded_and_predicts_ret_next(top10_db, tmp_path, one_torch_thread):
+    "The label is a run parameter: in config.json, in the saved model, and in what a reloaded run predicts."
+    from quantnb.predict import PredictionEngine
+    from quantnb.train.pipeline import run_training
+    url, spells = top10_db
+    run = run_training(symbols='top10', db_url=url, out_dir=str(tmp_path), label='ret_next', **SMALL)
+    m = run.manager
+    config = m.load_config()
+    assert config['params']['label'] == 'ret_next' and config['data']['label'] == 'ret_next'
+    assert m.saved_model().label['target'] == 'ret_next' and m.saved_model().horizon == 1
+    truths = json.loads((m.run_dir / 'results' / 'predictions.json').read_text())['truths']
+    assert np.asarray(truths).shape[1] == 1
+    engine = PredictionEngine(m.run_name, output_dir=str(tmp_path), url=url)
+    out = engine.predict(sorted(spells['symbol'].unique())[:3])
+    assert 'ret_next' in out.columns and not any(c.startswith('ret_1d') for c in out.columns)
+    assert np.isfinite(out['ret_next']).all()
