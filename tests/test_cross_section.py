@@ -66,3 +66,25 @@ def test_a_ret_next_run_is_recorded_and_predicts_ret_next(top10_db, tmp_path, on
     out = engine.predict(sorted(spells['symbol'].unique())[:3])
     assert 'ret_next' in out.columns and not any(c.startswith('ret_1d') for c in out.columns)
     assert np.isfinite(out['ret_next']).all()
+
+
+def test_date_splits_are_parameters(top10_db, tmp_path, one_torch_thread):
+    "val_start / test_start give the split, recorded in config.json; dates out of order are refused before a run."
+    from quantnb.train.pipeline import TrainParams, run_training
+    url, _ = top10_db
+    run = run_training(symbols='top10', db_url=url, out_dir=str(tmp_path), start_date='2019-06-01',
+                       val_start='2020-09-01', test_start='2021-03-01', **SMALL)
+    config = run.manager.load_config()
+    assert config['params']['val_start'] == '2020-09-01' and config['params']['test_start'] == '2021-03-01'
+    split = config['data']['split']
+    assert split['val_start'] == '2020-09-01' and split['test_start'] == '2021-03-01'
+    segments = config['data']['segments']
+    assert segments['train']['last_date'] < '2020-09-01' <= segments['val']['first_date']
+    assert segments['val']['last_date'] < '2021-03-01' <= segments['test']['first_date']
+    assert segments['train']['first_date'] >= '2019-06-01'
+    for bad, match in [(dict(val_start='2021-03-01', test_start='2020-09-01'), 'val_start=2021-03-01 must be before'),
+                       (dict(start_date='2020-10-01', val_start='2020-09-01'), 'start_date=2020-10-01 must be before'),
+                       (dict(test_start='2021-06-01', end_date='2021-05-01'), 'test_start=2021-06-01 must be before'),
+                       (dict(val_start='2020-13-01'), 'not a date')]:
+        with pytest.raises(ValueError, match=match):
+            TrainParams(symbols='top10', **bad)

@@ -420,13 +420,14 @@ def _too_few_samples(days, usable, n, removed, no_target, seq_len, horizon, gap_
 
 def assign_segments(dates: np.ndarray, gap_end: np.ndarray, usable: np.ndarray, split: Split | None,
                     train: float, val: float, gap_days: int, horizon: int,
-                    explain=None) -> tuple[np.ndarray, Split]:
+                    explain=None, val_start=None, test_start=None) -> tuple[np.ndarray, Split]:
     """Segment code per row (0 train, 1 val, 2 test, -1 none) among the `usable` rows, and the split used:
-    `split`, or a chronological one over the usable rows' dates. `explain()`: the reason when too few remain."""
+    `split`, or a chronological one over the usable rows' dates (at `val_start` / `test_start` where given).
+    `explain()`: the reason when too few remain."""
     if split is None:
         usable_days = len(np.unique(dates[usable]))
         if usable_days < 3 * (gap_days + 1): raise ValueError(explain(usable_days))
-        split = chronological_split(dates[usable], train, val, gap_days)
+        split = chronological_split(dates[usable], train, val, gap_days, _ts(val_start), _ts(test_start))
     if split.gap_days < horizon: raise ValueError(f'split.gap_days={split.gap_days} is shorter than horizon={horizon}')
     segment = np.where(usable, split.assign(dates, gap_end), -1).astype(np.int8)
     if not (segment == 0).any():
@@ -484,7 +485,8 @@ def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7
                         flat_threshold: float = 0.005,
                         member: np.ndarray | None = None,   # rows where the stock may be sampled
                         in_place: bool = False,   # normalise the panel's own array (consumes it)
-                        label: str = 'returns') -> DatasetBundle:   # or 'ret_next': close[t+2] / close[t+1] - 1
+                        label: str = 'returns',   # or 'ret_next': close[t+2] / close[t+1] - 1
+                        val_start=None, test_start=None) -> DatasetBundle:   # split dates (None: by fraction)
     "Windows, targets and split over a `FeaturePanel` (features of many stocks, one float32 array)."
     if task not in TASKS: raise ValueError(f'task={task!r}: use one of {TASKS}')
     if seq_len < 1: raise ValueError(f'seq_len={seq_len} must be at least 1')
@@ -507,7 +509,7 @@ def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7
         return _too_few_samples(usable_days, int(usable.sum()), n, removed, int((~has_target).sum()),
                                 seq_len, reach, gap_days)
     segment, split = assign_segments(dates, purge_end_dates(dates, stock_end, gap_days), usable, split,
-                                     train, val, gap_days, reach, explain)
+                                     train, val, gap_days, reach, explain, val_start, test_start)
     del stock_end
 
     normalizer, values = normalized_values(panel, split, normalization, per_symbol, clip, in_place)

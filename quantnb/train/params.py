@@ -84,6 +84,8 @@ TRAIN_PARAMS = (
     Param('flat_threshold', 0.005, 'classification: the flat band around a zero return', 'data'),
     Param('label', 'returns', "returns: the next horizon days' returns; ret_next: close[t+2]/close[t+1]-1", 'data',
           ('returns', 'ret_next')),
+    Param('val_start', '', "first day of validation ('' : after the first 70% of trading days)", 'data'),
+    Param('test_start', '', "first day of test ('' : after the first 85% of trading days)", 'data'),
     Param('task', 'regression', 'regression, classification (down / flat / up) or pretrain (self-supervised)',
           'model', ('regression', 'classification', 'pretrain')),
     Param('pretrained', '', 'a pretraining run (or checkpoint) whose backbone initialises the model', 'model'),

@@ -26,8 +26,8 @@ from typing import Any, Callable
 from .params import TRAIN_PARAMS, RunParams, declare_params
 
 # %% auto 0
-__all__ = ['RUN_TASKS', 'RUN_KINDS', 'TrainParams', 'default_threads', 'Run', 'register_run', 'run_class', 'TrainingRun',
-           'SupervisedTask', 'MaskedPretrainTask', 'task_for', 'stored_symbols', 'papermill_output_path',
+__all__ = ['RUN_TASKS', 'RUN_KINDS', 'TrainParams', 'default_threads', 'check_date_order', 'Run', 'register_run', 'run_class',
+           'TrainingRun', 'SupervisedTask', 'MaskedPretrainTask', 'task_for', 'stored_symbols', 'papermill_output_path',
            'run_training']
 
 # %% ../../nbs/14_train.pipeline.ipynb 6
@@ -74,9 +74,23 @@ def validate(self) -> None:
         if self.db_url: raise ValueError(f'give db={self.db!r} or db_url, not both')
     for name in ('run_name', 'resume'):
         if getattr(self, name): check_run_name(getattr(self, name))
+    check_date_order(self)
     TrainingArgs(**self._training_kwargs())   # its own range checks (precision, loss, ...)
 
 RUN_TASKS = TASKS + ('pretrain',)
+
+def check_date_order(p) -> None:
+    "`start_date` < `val_start` < `test_start` <= `end_date`, among those given; `ValueError` names the pair."
+    given = []
+    for name in ('start_date', 'val_start', 'test_start', 'end_date'):
+        text = getattr(p, name, '')
+        if not text: continue
+        try: given.append((name, pd.Timestamp(text)))
+        except ValueError: raise ValueError(f'{name}={text!r} is not a date (write 2021-01-04)') from None
+    for (a, x), (b, y) in zip(given, given[1:]):
+        if x > y or (x == y and b != 'end_date'):
+            raise ValueError(f'{a}={x:%Y-%m-%d} must be before {b}={y:%Y-%m-%d}: the data, validation and test '
+                             'periods follow one another')
 
 @patch_to(TrainParams)
 def _training_kwargs(self) -> dict:
@@ -437,7 +451,8 @@ def prepare_data(self) -> DatasetBundle:
     self.bundle = load_datasets(universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
-                                normalization=p.normalization, flat_threshold=p.flat_threshold, label=p.label)
+                                normalization=p.normalization, flat_threshold=p.flat_threshold, label=p.label,
+                                val_start=p.val_start or None, test_start=p.test_start or None)
     meta = self.bundle.meta()
     sizes = {k: v['samples'] for k, v in meta['segments'].items()}
     m.save_training_log(f'datasets: {len(meta["feature_names"])} features, seq_len {p.seq_len}, samples {sizes}, '
