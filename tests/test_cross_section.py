@@ -1,7 +1,7 @@
 """Cross-sectional studies on a universe: the ret_next label, date splits, label normalisation, signal analysis."""
 import json
 
-import numpy as np
+import numpy as np, pandas as pd
 import pytest
 
 from quantnb.data.universe import read_status, top_n_spells, universe_slice_files
@@ -88,3 +88,31 @@ def test_date_splits_are_parameters(top10_db, tmp_path, one_torch_thread):
                        (dict(val_start='2020-13-01'), 'not a date')]:
         with pytest.raises(ValueError, match=match):
             TrainParams(symbols='top10', **bad)
+
+
+def test_label_norm_ranks_the_fitting_targets_per_day(top10_db, tmp_path, one_torch_thread):
+    "label_norm=cs_rank: training and validation targets are per-day ranks of the day's members; test stays raw."
+    from quantnb.data.datasets import load_datasets
+    from quantnb.train.pipeline import TrainParams, run_training
+    url, spells = top10_db
+    kw = dict(url=url, seq_len=20, label='ret_next', cache=False)
+    raw, ranked = load_datasets('top10', **kw), load_datasets('top10', label_norm='cs_rank', **kw)
+    for name in ('train', 'val'):
+        ends = ranked.segment(name).ends.numpy()
+        frame = pd.DataFrame({'day': ranked.dates[ends], 'raw': raw.segment(name).targets[ends, 0].numpy(),
+                              'rank': ranked.segment(name).targets[ends, 0].numpy()})
+        assert frame['rank'].between(-0.5, 0.5).all()
+        big = frame.groupby('day').filter(lambda g: len(g) >= 5)
+        assert len(big) and big.groupby('day')['rank'].mean().abs().max() < 1e-6   # centred each day
+        by_day = big.groupby('day')[['raw', 'rank']].corr(method='spearman').xs('raw', level=1)['rank']
+        assert (by_day > 0.999).all()   # the order within the day is the returns' order
+    ends = ranked.test.ends.numpy()
+    np.testing.assert_array_equal(ranked.test.targets[ends].numpy(), raw.test.targets[ends].numpy())
+    run = run_training(symbols='top10', db_url=url, out_dir=str(tmp_path), label='ret_next', label_norm='cs_zscore',
+                       **SMALL)
+    m = run.manager
+    config = m.load_config()
+    assert config['params']['label_norm'] == 'cs_zscore' and config['data']['label_norm'] == 'cs_zscore'
+    assert m.saved_model().label['norm'] == 'cs_zscore'
+    with pytest.raises(ValueError, match='label_norm'):
+        TrainParams(symbols='top10', task='classification', label_norm='cs_rank')

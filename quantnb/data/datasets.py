@@ -14,16 +14,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import patch_to
 from .db import StockDataLoader, as_datetime64
+from .processors import cs_rank, cs_zscore
 from .cache import (CorruptEntry, FeaturePanel, feature_panel, load_derived, load_feature_panel,
                                 store_derived)
 
 # %% auto 0
-__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'LABELS', 'stock_starts', 'finite_rows', 'complete_windows',
+__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'LABELS', 'LABEL_NORMS', 'stock_starts', 'finite_rows', 'complete_windows',
            'future_return_array', 'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split',
            'chronological_split', 'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'label_days',
            'next_trade_returns', 'sample_targets', 'purge_end_dates', 'assign_segments', 'fit_normalizer',
-           'normalized_values', 'datasets_from_panel', 'datasets_from_features', 'member_days', 'panel_member_days',
-           'build_datasets', 'load_datasets', 'make_dataloaders']
+           'normalized_values', 'cross_sectional_targets', 'datasets_from_panel', 'datasets_from_features',
+           'member_days', 'panel_member_days', 'build_datasets', 'load_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_data.datasets.ipynb 6
 def _new_stock(codes) -> np.ndarray:
@@ -338,6 +339,7 @@ class DatasetBundle:
     flat_threshold: float = 0.005
     fingerprint: str | None = None   # digest of the data's fingerprint (`data.cache.data_digest`), if from a database
     label: str = 'returns'           # 'returns' (k-day returns, `horizon` of them) or 'ret_next' (one per sample)
+    label_norm: str = ''             # '' or the per-day normalisation of the training and validation targets
 
     @property
     def label_days(self) -> int:
@@ -368,6 +370,7 @@ class DatasetBundle:
                 seg['class_balance'] = class_balance(ds.targets[ds.ends].numpy())
             segments[name] = seg
         return {'task': self.task, 'seq_len': self.seq_len, 'horizon': self.horizon, 'label': self.label,
+                'label_norm': self.label_norm,
                 'n_features': len(self.feature_names), 'feature_names': list(self.feature_names),
                 'symbols': list(self.symbol_names), 'flat_threshold': self.flat_threshold,
                 'split': self.split.to_dict(), 'segments': segments, 'normalizer': self.normalizer.to_dict(),
@@ -479,6 +482,17 @@ def normalized_values(panel: FeaturePanel, split: Split, normalization: str = 'z
     return normalizer, normalizer.transform(panel.features, symbols)
 
 # %% ../../nbs/04_data.datasets.ipynb 53
+LABEL_NORMS = {'': None, 'cs_rank': cs_rank, 'cs_zscore': cs_zscore}
+
+def cross_sectional_targets(targets: np.ndarray, dates: np.ndarray, rows: np.ndarray, label_norm: str) -> np.ndarray:
+    "A copy of `targets` whose `rows` hold their per-day rank (`cs_rank`) or z-score (`cs_zscore`) among those rows."
+    if label_norm not in LABEL_NORMS: raise ValueError(f'label_norm={label_norm!r}: use one of {list(LABEL_NORMS)}')
+    if targets.dtype.kind != 'f': raise ValueError(f'label_norm={label_norm!r} needs return targets (regression)')
+    out = targets.copy()
+    if len(rows): out[rows] = np.nan_to_num(LABEL_NORMS[label_norm](targets[rows], pd.factorize(dates[rows])[0]))
+    return out
+
+# %% ../../nbs/04_data.datasets.ipynb 56
 def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7, task: str = 'regression',
                         split: Split | None = None, train: float = 0.7, val: float = 0.15, gap_days: int | None = None,
                         normalization: str = 'zscore', per_symbol: bool = False, clip: float | None = 10.0,
@@ -486,7 +500,8 @@ def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7
                         member: np.ndarray | None = None,   # rows where the stock may be sampled
                         in_place: bool = False,   # normalise the panel's own array (consumes it)
                         label: str = 'returns',   # or 'ret_next': close[t+2] / close[t+1] - 1
-                        val_start=None, test_start=None) -> DatasetBundle:   # split dates (None: by fraction)
+                        val_start=None, test_start=None,   # split dates (None: by fraction)
+                        label_norm: str = '') -> DatasetBundle:   # 'cs_rank' / 'cs_zscore': fitting targets per day
     "Windows, targets and split over a `FeaturePanel` (features of many stocks, one float32 array)."
     if task not in TASKS: raise ValueError(f'task={task!r}: use one of {TASKS}')
     if seq_len < 1: raise ValueError(f'seq_len={seq_len} must be at least 1')
@@ -513,13 +528,16 @@ def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7
     del stock_end
 
     normalizer, values = normalized_values(panel, split, normalization, per_symbol, clip, in_place)
-    datasets = {name: WindowDataset(values, targets, np.flatnonzero(segment == code), seq_len)
-                for code, name in enumerate(SEGMENTS)}
+    fitting = targets if not label_norm else cross_sectional_targets(targets, dates, np.flatnonzero(
+        (segment == 0) | (segment == 1)), label_norm)   # test targets stay raw returns
+    datasets = {name: WindowDataset(values, targets if name == 'test' else fitting, np.flatnonzero(segment == code),
+                                    seq_len) for code, name in enumerate(SEGMENTS)}
     return DatasetBundle(**datasets, feature_names=list(panel.feature_names), seq_len=seq_len,
                          horizon=targets.shape[1] if targets.ndim == 2 else horizon,
                          task=task, split=split, normalizer=normalizer, symbol_codes=codes,
                          symbol_names=[str(x) for x in panel.symbols], dates=dates, close=close,
-                         flat_threshold=flat_threshold, fingerprint=panel.data_digest, label=label)
+                         flat_threshold=flat_threshold, fingerprint=panel.data_digest, label=label,
+                         label_norm=label_norm)
 
 def _frames_panel(features: pd.DataFrame, bars: pd.DataFrame) -> FeaturePanel:
     "A panel of precomputed `features` (a frame on the `(symbol, trade_date)` index of `bars`)."
@@ -534,7 +552,7 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, **kwargs)
     "Windows, targets and split for precomputed `features` (same `(symbol, trade_date)` index as `bars`)."
     return datasets_from_panel(_frames_panel(features, bars), in_place=True, **kwargs)
 
-# %% ../../nbs/04_data.datasets.ipynb 56
+# %% ../../nbs/04_data.datasets.ipynb 59
 def _member_rows(codes: np.ndarray, names, dates: np.ndarray, spells: pd.DataFrame) -> np.ndarray:
     "Per row (rows grouped by stock, `codes` index `names`): whether a spell (`symbol, start, end`) covers it."
     starts = np.flatnonzero(_new_stock(codes))
@@ -557,7 +575,7 @@ def panel_member_days(panel: FeaturePanel, spells: pd.DataFrame) -> np.ndarray:
     "Per row of a feature panel: whether a spell (`symbol, start, end`) covers it."
     return _member_rows(panel.codes, panel.symbols, panel.dates, spells)
 
-# %% ../../nbs/04_data.datasets.ipynb 59
+# %% ../../nbs/04_data.datasets.ipynb 62
 def _as_panel(bars: pd.DataFrame) -> pd.DataFrame:
     "Bars indexed by (symbol, trade_date), sorted; a single stock's date-indexed frame gets its symbol from attrs."
     if not isinstance(bars.index, pd.MultiIndex):
@@ -587,7 +605,7 @@ def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_da
     try: return build()
     except CorruptEntry: return build()   # cached features failed their check on first use (entry removed): again
 
-# %% ../../nbs/04_data.datasets.ipynb 63
+# %% ../../nbs/04_data.datasets.ipynb 66
 def make_dataloaders(bundle: DatasetBundle, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
                      num_workers: int = 0, drop_last: bool = False) -> dict[str, DataLoader]:
     "Train (shuffled with a seeded generator), val and test DataLoaders over a bundle."

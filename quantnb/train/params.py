@@ -86,6 +86,8 @@ TRAIN_PARAMS = (
           ('returns', 'ret_next')),
     Param('val_start', '', "first day of validation ('' : after the first 70% of trading days)", 'data'),
     Param('test_start', '', "first day of test ('' : after the first 85% of trading days)", 'data'),
+    Param('label_norm', '', "'' : raw returns; cs_rank / cs_zscore: training targets ranked / scaled per day", 'data',
+          ('', 'cs_rank', 'cs_zscore')),
     Param('task', 'regression', 'regression, classification (down / flat / up) or pretrain (self-supervised)',
           'model', ('regression', 'classification', 'pretrain')),
     Param('pretrained', '', 'a pretraining run (or checkpoint) whose backbone initialises the model', 'model'),

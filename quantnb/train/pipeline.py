@@ -75,6 +75,8 @@ def validate(self) -> None:
     for name in ('run_name', 'resume'):
         if getattr(self, name): check_run_name(getattr(self, name))
     check_date_order(self)
+    if self.label_norm and self.task == 'classification':
+        raise ValueError(f'label_norm={self.label_norm!r} ranks returns; a classification run has classes')
     TrainingArgs(**self._training_kwargs())   # its own range checks (precision, loss, ...)
 
 RUN_TASKS = TASKS + ('pretrain',)
@@ -452,7 +454,8 @@ def prepare_data(self) -> DatasetBundle:
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
                                 normalization=p.normalization, flat_threshold=p.flat_threshold, label=p.label,
-                                val_start=p.val_start or None, test_start=p.test_start or None)
+                                val_start=p.val_start or None, test_start=p.test_start or None,
+                                label_norm=p.label_norm if self.data_task == 'regression' else '')
     meta = self.bundle.meta()
     sizes = {k: v['samples'] for k, v in meta['segments'].items()}
     m.save_training_log(f'datasets: {len(meta["feature_names"])} features, seq_len {p.seq_len}, samples {sizes}, '
@@ -566,7 +569,7 @@ def finish(self) -> dict:
                         feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon,
                         input_size=len(b.feature_names),
                         output_size=output_size[config.task],
-                        label={'flat_threshold': b.flat_threshold, 'target': b.label},
+                        label={'flat_threshold': b.flat_threshold, 'target': b.label, 'norm': b.label_norm},
                         normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), pretraining=pretraining,
                         pretrained_from=p.pretrained or None, extra=dict(getattr(self, 'record_extra', None) or {}))
     training_args = {**self.training_summary, 'test_samples': len(b.test)}
