@@ -116,3 +116,38 @@ def test_label_norm_ranks_the_fitting_targets_per_day(top10_db, tmp_path, one_to
     assert m.saved_model().label['norm'] == 'cs_zscore'
     with pytest.raises(ValueError, match='label_norm'):
         TrainParams(symbols='top10', task='classification', label_norm='cs_rank')
+
+
+def test_a_universe_run_gets_a_signal_analysis(top10_db, tmp_path, one_torch_thread, capsys):
+    "A run over a universe: signal_analysis.json (model and baseline factors), the IC plots, ic/icir in runs list."
+    from quantnb.cli import runs_list
+    from quantnb.train.pipeline import realised_ret_next, run_training
+    from quantnb.train.runs import runs_table
+    url, _ = top10_db
+    run = run_training(symbols='top10', db_url=url, out_dir=str(tmp_path), label='ret_next', label_norm='cs_rank',
+                       **SMALL)
+    m = run.manager
+    summary = json.loads((m.run_dir / 'results' / 'signal_analysis.json').read_text())
+    assert set(summary['signals']) == {'model', 'reversal_20', 'momentum_20', 'volatility_20'}
+    assert summary['first_date'] >= run.bundle.split.test_start.strftime('%Y-%m-%d')
+    for name in ('ic.png', 'quantiles.png'): assert (m.run_dir / 'plots' / name).stat().st_size > 0
+    assert (m.run_dir / 'results' / 'signal_daily.parquet').exists()
+    # the realised returns are the bars' ret_next, the same numbers as the test targets
+    preds = pd.read_parquet(m.run_dir / 'results' / 'signal_predictions.parquet')
+    preds = preds.set_index(['trade_date', 'instrument'])
+    record = json.loads((m.run_dir / 'results' / 'predictions.json').read_text())
+    truth = pd.Series(np.asarray(record['truths'])[:, 0],
+                      pd.MultiIndex.from_arrays([pd.DatetimeIndex(record['dates']), record['symbols']]))
+    np.testing.assert_allclose(preds['return'].to_numpy(), truth.reindex(preds.index).to_numpy(),
+                               rtol=1e-4, atol=1e-6)
+    close = pd.Series([10.0, 11.0, 12.1, 13.31], pd.MultiIndex.from_product(
+        [pd.bdate_range('2021-01-04', periods=4), ['A']], names=['trade_date', 'instrument']))
+    np.testing.assert_allclose(realised_ret_next(close).to_numpy()[:2], [0.1, 0.1])
+    assert np.isnan(realised_ret_next(close).to_numpy()[2:]).all()
+    s = summary['signals']['model']
+    assert m.metadata['signal_metrics'] == {'ic': s['ic_mean'], 'icir': s['icir'], 'rank_ic': s['rank_ic_mean'],
+                                            'rank_icir': s['rank_icir']}
+    row = runs_table(tmp_path).set_index('run_name').loc[m.run_name]
+    assert row['icir'] == pytest.approx(s['icir']) and row['ic'] == pytest.approx(s['ic_mean'])
+    runs_list(str(tmp_path))
+    assert 'icir' in capsys.readouterr().out
