@@ -285,7 +285,8 @@ def train(params: dict) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb 26
-_LIST_METRICS = ['mae', 'ic', 'rank_ic', 'accuracy', 'masked_mse', 'sharpe', 'excess_return']   # and the one sorted by
+_LIST_METRICS = ['mae', 'ic', 'icir', 'rank_ic', 'accuracy', 'masked_mse', 'sharpe',
+                 'excess_return']   # and the one sorted by
 
 def _runs_text(df: pd.DataFrame, sort: str | None = None) -> str:
     "`runs_table` for a terminal: headline metrics, the best baseline and who wins; no column empty in every row."

@@ -110,7 +110,9 @@ class PredictionEngine:
         "One row per symbol: the last bar used, then predicted returns and prices per day ahead (or class odds)."
         x, info = self.windows(symbols, as_of)
         out = self.model(x.to(self.device)).float().cpu().numpy()
-        if self.task == 'regression':
+        if self.task == 'regression' and self.record.label.get('target') == 'ret_next':
+            info['ret_next'] = out[:, 0]   # close[t+2] / close[t+1] - 1: bought at the next close, held one day
+        elif self.task == 'regression':
             for k in range(self.horizon):
                 info[f'ret_{k + 1}d'] = out[:, k]
             for k in range(self.horizon):

@@ -256,7 +256,7 @@ def _run_sample(src: CheckpointSource, n: int = 256):
     bundle = load_datasets(r.symbols, url=params.get('db_url') or None, feature_set=r.feature_names, seq_len=r.seq_len,
                            horizon=r.horizon, task='classification' if task == 'classification' else 'regression',
                            split=Split.from_dict(data['split']) if 'split' in data else None,
-                           flat_threshold=r.flat_threshold)
+                           flat_threshold=r.flat_threshold, label=r.label.get('target', 'returns'))
     bundle.normalizer.stats = Normalizer.from_dict(r.normalizer).stats
     windows = bundle.val
     idx = np.linspace(0, len(windows) - 1, min(n, len(windows))).astype(int)

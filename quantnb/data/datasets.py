@@ -14,14 +14,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..core import patch_to
 from .db import StockDataLoader, as_datetime64
+from .processors import cs_rank, cs_zscore
 from .cache import (CorruptEntry, FeaturePanel, feature_panel, load_derived, load_feature_panel,
                                 store_derived)
 
 # %% auto 0
-__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'stock_starts', 'finite_rows', 'complete_windows', 'future_return_array',
-           'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split', 'chronological_split',
-           'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'sample_targets', 'purge_end_dates',
-           'assign_segments', 'fit_normalizer', 'normalized_values', 'datasets_from_panel', 'datasets_from_features',
+__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'LABELS', 'LABEL_NORMS', 'stock_starts', 'finite_rows', 'complete_windows',
+           'future_return_array', 'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split',
+           'chronological_split', 'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'label_days',
+           'next_trade_returns', 'sample_targets', 'purge_end_dates', 'assign_segments', 'fit_normalizer',
+           'normalized_values', 'cross_sectional_targets', 'datasets_from_panel', 'datasets_from_features',
            'member_days', 'panel_member_days', 'build_datasets', 'load_datasets', 'make_dataloaders']
 
 # %% ../../nbs/04_data.datasets.ipynb 6
@@ -336,6 +338,13 @@ class DatasetBundle:
     close: np.ndarray            # per row, the (adjusted) close the targets are measured from
     flat_threshold: float = 0.005
     fingerprint: str | None = None   # digest of the data's fingerprint (`data.cache.data_digest`), if from a database
+    label: str = 'returns'           # 'returns' (k-day returns, `horizon` of them) or 'ret_next' (one per sample)
+    label_norm: str = ''             # '' or the per-day normalisation of the training and validation targets
+
+    @property
+    def label_days(self) -> int:
+        "Bars past the sample day that its label reads."
+        return 2 if self.label == 'ret_next' else self.horizon
 
     def segment(self, name: str) -> WindowDataset:
         if name not in SEGMENTS: raise ValueError(f'segment {name!r}: use one of {SEGMENTS}')
@@ -344,7 +353,7 @@ class DatasetBundle:
     def sample_index(self, name: str) -> pd.DataFrame:
         "One row per sample of a segment: symbol, window start date, sample date, last label date."
         ends = self.segment(name).ends.numpy()
-        label_end = np.minimum(ends + self.horizon, len(self.dates) - 1)
+        label_end = np.minimum(ends + self.label_days, len(self.dates) - 1)
         return pd.DataFrame({'symbol': np.asarray(self.symbol_names)[self.symbol_codes[ends]],
                              'window_start': self.dates[ends - self.seq_len + 1],
                              'date': self.dates[ends], 'label_end': self.dates[label_end]})
@@ -360,7 +369,8 @@ class DatasetBundle:
                 ds = self.segment(name)
                 seg['class_balance'] = class_balance(ds.targets[ds.ends].numpy())
             segments[name] = seg
-        return {'task': self.task, 'seq_len': self.seq_len, 'horizon': self.horizon,
+        return {'task': self.task, 'seq_len': self.seq_len, 'horizon': self.horizon, 'label': self.label,
+                'label_norm': self.label_norm,
                 'n_features': len(self.feature_names), 'feature_names': list(self.feature_names),
                 'symbols': list(self.symbol_names), 'flat_threshold': self.flat_threshold,
                 'split': self.split.to_dict(), 'segments': segments, 'normalizer': self.normalizer.to_dict(),
@@ -368,19 +378,36 @@ class DatasetBundle:
 
 # %% ../../nbs/04_data.datasets.ipynb 40
 TASKS = ('regression', 'classification')
+LABELS = ('returns', 'ret_next')
+
+def label_days(label: str, horizon: int) -> int:
+    "How many bars past the sample day its label reads: `horizon` for `returns`, 2 for `ret_next`."
+    if label not in LABELS: raise ValueError(f'label={label!r}: use one of {LABELS}')
+    return horizon if label == 'returns' else 2
+
+def next_trade_returns(close: np.ndarray, stock_end: np.ndarray, dtype=np.float32) -> np.ndarray:
+    "`close[t+2] / close[t+1] - 1` within the same stock, else NaN: what a signal known after day t's close earns."
+    n, rows = len(close), np.arange(len(close))
+    out = close[np.minimum(rows + 2, n - 1)] / close[np.minimum(rows + 1, n - 1)] - 1
+    return np.where(rows + 2 < stock_end, out, np.nan).astype(dtype)
 
 def sample_targets(close: np.ndarray, stock_end: np.ndarray, task: str, horizon: int,
-                   flat_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the target (`[rows, horizon]` float32 returns, or the int64 next-day direction, -1 where
-    unknown) and whether it exists."""
-    if task == 'regression':
+                   flat_threshold: float, label: str = 'returns') -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the target (`[rows, horizon]` float32 returns, `[rows, 1]` for `ret_next`, or the int64 direction
+    of the next return, -1 where unknown) and whether it exists."""
+    label_days(label, horizon)   # a known label
+    if label == 'ret_next':
+        nxt = next_trade_returns(close, stock_end)
+        if task == 'regression': return nxt[:, None], ~np.isnan(nxt)
+        labels = direction_labels(nxt, flat_threshold)
+    elif task == 'regression':
         targets = future_return_array(close, stock_end, horizon)
         return targets, ~np.isnan(targets).any(axis=1)
-    labels = direction_labels(future_return_array(close, stock_end, 1)[:, 0], flat_threshold)
+    else: labels = direction_labels(future_return_array(close, stock_end, 1)[:, 0], flat_threshold)
     has_target = ~np.isnan(labels)
     return np.where(has_target, labels, -1).astype(np.int64), has_target
 
-# %% ../../nbs/04_data.datasets.ipynb 43
+# %% ../../nbs/04_data.datasets.ipynb 45
 def purge_end_dates(dates: np.ndarray, stock_end: np.ndarray, gap_days: int) -> np.ndarray:
     "Per row, the date `gap_days` bars later in the same stock; NaT past the stock's last bar."
     n, rows = len(dates), np.arange(len(dates))
@@ -396,13 +423,14 @@ def _too_few_samples(days, usable, n, removed, no_target, seq_len, horizon, gap_
 
 def assign_segments(dates: np.ndarray, gap_end: np.ndarray, usable: np.ndarray, split: Split | None,
                     train: float, val: float, gap_days: int, horizon: int,
-                    explain=None) -> tuple[np.ndarray, Split]:
+                    explain=None, val_start=None, test_start=None) -> tuple[np.ndarray, Split]:
     """Segment code per row (0 train, 1 val, 2 test, -1 none) among the `usable` rows, and the split used:
-    `split`, or a chronological one over the usable rows' dates. `explain()`: the reason when too few remain."""
+    `split`, or a chronological one over the usable rows' dates (at `val_start` / `test_start` where given).
+    `explain()`: the reason when too few remain."""
     if split is None:
         usable_days = len(np.unique(dates[usable]))
         if usable_days < 3 * (gap_days + 1): raise ValueError(explain(usable_days))
-        split = chronological_split(dates[usable], train, val, gap_days)
+        split = chronological_split(dates[usable], train, val, gap_days, _ts(val_start), _ts(test_start))
     if split.gap_days < horizon: raise ValueError(f'split.gap_days={split.gap_days} is shorter than horizon={horizon}')
     segment = np.where(usable, split.assign(dates, gap_end), -1).astype(np.int8)
     if not (segment == 0).any():
@@ -410,7 +438,7 @@ def assign_segments(dates: np.ndarray, gap_end: np.ndarray, usable: np.ndarray, 
                          'is shorter than seq_len + gap')
     return segment, split
 
-# %% ../../nbs/04_data.datasets.ipynb 46
+# %% ../../nbs/04_data.datasets.ipynb 48
 def _symbols_per_row(codes: np.ndarray, names) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, pd.Index(names).astype(str))
 
@@ -423,7 +451,7 @@ def fit_normalizer(features: pd.DataFrame | np.ndarray, dates: np.ndarray, split
     normalizer = Normalizer(normalization, per_symbol, clip, feature_names=list(feature_names or []))
     return normalizer.fit(features, train_rows, _symbols_per_row(codes, names) if per_symbol else None)
 
-# %% ../../nbs/04_data.datasets.ipynb 49
+# %% ../../nbs/04_data.datasets.ipynb 51
 def _values_name(split: Split, normalization: str, per_symbol: bool, clip: float | None) -> str:
     "Name of the normalised values of a panel: what the fit depends on besides the panel."
     fit = {'val_start': f'{split.val_start:%Y-%m-%d}',
@@ -453,24 +481,39 @@ def normalized_values(panel: FeaturePanel, split: Split, normalization: str = 'z
         if stored is not None: return normalizer, stored
     return normalizer, normalizer.transform(panel.features, symbols)
 
-# %% ../../nbs/04_data.datasets.ipynb 51
+# %% ../../nbs/04_data.datasets.ipynb 53
+LABEL_NORMS = {'': None, 'cs_rank': cs_rank, 'cs_zscore': cs_zscore}
+
+def cross_sectional_targets(targets: np.ndarray, dates: np.ndarray, rows: np.ndarray, label_norm: str) -> np.ndarray:
+    "A copy of `targets` whose `rows` hold their per-day rank (`cs_rank`) or z-score (`cs_zscore`) among those rows."
+    if label_norm not in LABEL_NORMS: raise ValueError(f'label_norm={label_norm!r}: use one of {list(LABEL_NORMS)}')
+    if targets.dtype.kind != 'f': raise ValueError(f'label_norm={label_norm!r} needs return targets (regression)')
+    out = targets.copy()
+    if len(rows): out[rows] = np.nan_to_num(LABEL_NORMS[label_norm](targets[rows], pd.factorize(dates[rows])[0]))
+    return out
+
+# %% ../../nbs/04_data.datasets.ipynb 56
 def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7, task: str = 'regression',
                         split: Split | None = None, train: float = 0.7, val: float = 0.15, gap_days: int | None = None,
                         normalization: str = 'zscore', per_symbol: bool = False, clip: float | None = 10.0,
                         flat_threshold: float = 0.005,
                         member: np.ndarray | None = None,   # rows where the stock may be sampled
-                        in_place: bool = False) -> DatasetBundle:   # normalise the panel's own array (consumes it)
+                        in_place: bool = False,   # normalise the panel's own array (consumes it)
+                        label: str = 'returns',   # or 'ret_next': close[t+2] / close[t+1] - 1
+                        val_start=None, test_start=None,   # split dates (None: by fraction)
+                        label_norm: str = '') -> DatasetBundle:   # 'cs_rank' / 'cs_zscore': fitting targets per day
     "Windows, targets and split over a `FeaturePanel` (features of many stocks, one float32 array)."
     if task not in TASKS: raise ValueError(f'task={task!r}: use one of {TASKS}')
     if seq_len < 1: raise ValueError(f'seq_len={seq_len} must be at least 1')
-    gap_days = horizon if gap_days is None else gap_days
-    if gap_days < horizon:
-        raise ValueError(f'gap_days={gap_days} is shorter than horizon={horizon}: '
-                         'labels would cross into the next segment')
+    reach = label_days(label, horizon)
+    gap_days = reach if gap_days is None else gap_days
+    if gap_days < reach:
+        what = f'horizon={horizon}' if label == 'returns' else f'the {reach} days label={label!r} reads'
+        raise ValueError(f'gap_days={gap_days} is shorter than {what}: labels would cross into the next segment')
     n, codes, dates, close, finite = len(panel), panel.codes, panel.dates, panel.close, panel.finite
     stock_end = _stock_ends(codes)
     window_ok = complete_windows(finite, codes, seq_len)
-    targets, has_target = sample_targets(close, stock_end, task, horizon, flat_threshold)
+    targets, has_target = sample_targets(close, stock_end, task, horizon, flat_threshold, label)
     usable = window_ok & has_target
     if member is not None: usable &= np.asarray(member, bool)   # a universe: samples only on member days
     del window_ok
@@ -479,18 +522,22 @@ def datasets_from_panel(panel: FeaturePanel, seq_len: int = 60, horizon: int = 7
         removed = dict(short=int((~complete_windows(np.ones(n, bool), codes, seq_len)).sum()),
                        undefined=int((~finite).sum()))
         return _too_few_samples(usable_days, int(usable.sum()), n, removed, int((~has_target).sum()),
-                                seq_len, horizon, gap_days)
+                                seq_len, reach, gap_days)
     segment, split = assign_segments(dates, purge_end_dates(dates, stock_end, gap_days), usable, split,
-                                     train, val, gap_days, horizon, explain)
+                                     train, val, gap_days, reach, explain, val_start, test_start)
     del stock_end
 
     normalizer, values = normalized_values(panel, split, normalization, per_symbol, clip, in_place)
-    datasets = {name: WindowDataset(values, targets, np.flatnonzero(segment == code), seq_len)
-                for code, name in enumerate(SEGMENTS)}
-    return DatasetBundle(**datasets, feature_names=list(panel.feature_names), seq_len=seq_len, horizon=horizon,
+    fitting = targets if not label_norm else cross_sectional_targets(targets, dates, np.flatnonzero(
+        (segment == 0) | (segment == 1)), label_norm)   # test targets stay raw returns
+    datasets = {name: WindowDataset(values, targets if name == 'test' else fitting, np.flatnonzero(segment == code),
+                                    seq_len) for code, name in enumerate(SEGMENTS)}
+    return DatasetBundle(**datasets, feature_names=list(panel.feature_names), seq_len=seq_len,
+                         horizon=targets.shape[1] if targets.ndim == 2 else horizon,
                          task=task, split=split, normalizer=normalizer, symbol_codes=codes,
                          symbol_names=[str(x) for x in panel.symbols], dates=dates, close=close,
-                         flat_threshold=flat_threshold, fingerprint=panel.data_digest)
+                         flat_threshold=flat_threshold, fingerprint=panel.data_digest, label=label,
+                         label_norm=label_norm)
 
 def _frames_panel(features: pd.DataFrame, bars: pd.DataFrame) -> FeaturePanel:
     "A panel of precomputed `features` (a frame on the `(symbol, trade_date)` index of `bars`)."
@@ -505,7 +552,7 @@ def datasets_from_features(features: pd.DataFrame, bars: pd.DataFrame, **kwargs)
     "Windows, targets and split for precomputed `features` (same `(symbol, trade_date)` index as `bars`)."
     return datasets_from_panel(_frames_panel(features, bars), in_place=True, **kwargs)
 
-# %% ../../nbs/04_data.datasets.ipynb 54
+# %% ../../nbs/04_data.datasets.ipynb 59
 def _member_rows(codes: np.ndarray, names, dates: np.ndarray, spells: pd.DataFrame) -> np.ndarray:
     "Per row (rows grouped by stock, `codes` index `names`): whether a spell (`symbol, start, end`) covers it."
     starts = np.flatnonzero(_new_stock(codes))
@@ -528,7 +575,7 @@ def panel_member_days(panel: FeaturePanel, spells: pd.DataFrame) -> np.ndarray:
     "Per row of a feature panel: whether a spell (`symbol, start, end`) covers it."
     return _member_rows(panel.codes, panel.symbols, panel.dates, spells)
 
-# %% ../../nbs/04_data.datasets.ipynb 57
+# %% ../../nbs/04_data.datasets.ipynb 62
 def _as_panel(bars: pd.DataFrame) -> pd.DataFrame:
     "Bars indexed by (symbol, trade_date), sorted; a single stock's date-indexed frame gets its symbol from attrs."
     if not isinstance(bars.index, pd.MultiIndex):
@@ -558,7 +605,7 @@ def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_da
     try: return build()
     except CorruptEntry: return build()   # cached features failed their check on first use (entry removed): again
 
-# %% ../../nbs/04_data.datasets.ipynb 61
+# %% ../../nbs/04_data.datasets.ipynb 66
 def make_dataloaders(bundle: DatasetBundle, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
                      num_workers: int = 0, drop_last: bool = False) -> dict[str, DataLoader]:
     "Train (shuffled with a seeded generator), val and test DataLoaders over a bundle."

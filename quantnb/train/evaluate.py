@@ -152,10 +152,11 @@ def small_sample_warnings(samples: dict[str, int], minimum: int = MIN_EVAL_SAMPL
 
 # %% ../../nbs/11_train.evaluate.ipynb 24
 def next_day_returns(bundle: DatasetBundle, ends: np.ndarray) -> np.ndarray:
-    "Realised next-day return of each sample (for the IC of a classifier)."
-    nxt = np.minimum(ends + 1, len(bundle.close) - 1)
-    same_stock = bundle.symbol_codes[nxt] == bundle.symbol_codes[ends]
-    return np.where(same_stock, bundle.close[nxt] / bundle.close[ends] - 1, np.nan)
+    "Realised return each sample's label is about (for the IC of a classifier): the next day's, or `ret_next`."
+    start = ends + (1 if getattr(bundle, 'label', 'returns') == 'ret_next' else 0)   # ret_next: from t+1 to t+2
+    nxt, base = np.minimum(start + 1, len(bundle.close) - 1), np.minimum(start, len(bundle.close) - 1)
+    same_stock = (bundle.symbol_codes[nxt] == bundle.symbol_codes[ends]) & (start + 1 < len(bundle.close))
+    return np.where(same_stock, bundle.close[nxt] / bundle.close[base] - 1, np.nan)
 
 def evaluate_predictions(bundle: DatasetBundle, outputs: np.ndarray, segment: str = 'test') -> dict:
     "Model metrics and naive baselines on the same samples of `segment`."

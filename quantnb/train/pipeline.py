@@ -26,9 +26,9 @@ from typing import Any, Callable
 from .params import TRAIN_PARAMS, RunParams, declare_params
 
 # %% auto 0
-__all__ = ['RUN_TASKS', 'RUN_KINDS', 'TrainParams', 'default_threads', 'Run', 'register_run', 'run_class', 'TrainingRun',
-           'SupervisedTask', 'MaskedPretrainTask', 'task_for', 'stored_symbols', 'papermill_output_path',
-           'run_training']
+__all__ = ['RUN_TASKS', 'RUN_KINDS', 'CROSS_SECTION_MIN', 'TrainParams', 'default_threads', 'check_date_order', 'Run',
+           'register_run', 'run_class', 'TrainingRun', 'SupervisedTask', 'MaskedPretrainTask', 'task_for',
+           'stored_symbols', 'realised_ret_next', 'test_scores', 'papermill_output_path', 'run_training']
 
 # %% ../../nbs/14_train.pipeline.ipynb 6
 @declare_params(TRAIN_PARAMS)
@@ -74,9 +74,25 @@ def validate(self) -> None:
         if self.db_url: raise ValueError(f'give db={self.db!r} or db_url, not both')
     for name in ('run_name', 'resume'):
         if getattr(self, name): check_run_name(getattr(self, name))
+    check_date_order(self)
+    if self.label_norm and self.task == 'classification':
+        raise ValueError(f'label_norm={self.label_norm!r} ranks returns; a classification run has classes')
     TrainingArgs(**self._training_kwargs())   # its own range checks (precision, loss, ...)
 
 RUN_TASKS = TASKS + ('pretrain',)
+
+def check_date_order(p) -> None:
+    "`start_date` < `val_start` < `test_start` <= `end_date`, among those given; `ValueError` names the pair."
+    given = []
+    for name in ('start_date', 'val_start', 'test_start', 'end_date'):
+        text = getattr(p, name, '')
+        if not text: continue
+        try: given.append((name, pd.Timestamp(text)))
+        except ValueError: raise ValueError(f'{name}={text!r} is not a date (write 2021-01-04)') from None
+    for (a, x), (b, y) in zip(given, given[1:]):
+        if x > y or (x == y and b != 'end_date'):
+            raise ValueError(f'{a}={x:%Y-%m-%d} must be before {b}={y:%Y-%m-%d}: the data, validation and test '
+                             'periods follow one another')
 
 @patch_to(TrainParams)
 def _training_kwargs(self) -> dict:
@@ -437,7 +453,9 @@ def prepare_data(self) -> DatasetBundle:
     self.bundle = load_datasets(universe or p.symbol_list(), url=self.db_url, start_date=p.start_date or None,
                                 end_date=p.end_date or None,
                                 feature_set=fs, seq_len=p.seq_len, horizon=p.horizon, task=self.data_task,
-                                normalization=p.normalization, flat_threshold=p.flat_threshold)
+                                normalization=p.normalization, flat_threshold=p.flat_threshold, label=p.label,
+                                val_start=p.val_start or None, test_start=p.test_start or None,
+                                label_norm=p.label_norm if self.data_task == 'regression' else '')
     meta = self.bundle.meta()
     sizes = {k: v['samples'] for k, v in meta['segments'].items()}
     m.save_training_log(f'datasets: {len(meta["feature_names"])} features, seq_len {p.seq_len}, samples {sizes}, '
@@ -460,7 +478,8 @@ def build_model(self):
     if p.pretrained:   # the backbone's shape is the pretrained one; a different model name is refused by the transfer
         source = resolve_checkpoint(p.pretrained, p.out_dir)
         if source.config['model']['name'] == p.model: options = {**source.config['model']['backbone'], **options}
-    self.model = create_model(p.model, len(self.bundle.feature_names), task=self.task.model_task, horizon=p.horizon,
+    self.model = create_model(p.model, len(self.bundle.feature_names), task=self.task.model_task,
+                              horizon=self.bundle.horizon,   # the targets per sample: 1 for label=ret_next
                               preset=p.preset or None if not p.pretrained else None, seq_len=p.seq_len,
                               head=self.task.head(), **options)
     self.model = self.task.wrap(self.model)
@@ -510,8 +529,10 @@ def train(self) -> dict:
 
 @patch_to(TrainingRun)
 def evaluate(self) -> dict:
-    "Score the test split (the task says how) and save the results and predictions."
-    return self.task.evaluate(self)
+    "Score the test split (the task says how) and save the results and predictions; on a universe, the signal too."
+    results = self.task.evaluate(self)
+    if not self.masked and self.is_cross_section(): self.analyse_signal()
+    return results
 
 @patch_to(TrainingRun)
 def results_table(self):
@@ -519,6 +540,51 @@ def results_table(self):
     return self.task.results_table(self)
 
 # %% ../../nbs/14_train.pipeline.ipynb 34
+CROSS_SECTION_MIN = 20   # more stocks than this: a run is analysed as a cross-sectional signal
+
+def realised_ret_next(close: pd.Series) -> pd.Series:
+    "`close[t+2] / close[t+1] - 1` on each (trade_date, instrument) row of `close`, over market days."
+    from quantnb.train.signal import forward_returns
+    return ((1 + forward_returns(close, 2)) / (1 + forward_returns(close, 1)) - 1).rename('ret_next')
+
+def test_scores(record: dict) -> pd.Series:
+    "The test predictions as one score per (trade_date, instrument): the first return, or p(up) - p(down)."
+    out = np.asarray(record['predictions'], float)
+    if record['task'] != 'regression':
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        score = (z[:, 2] - z[:, 0]) / z.sum(axis=1)
+    else: score = out[:, 0]
+    index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(record['dates']), record['symbols']],
+                                      names=['trade_date', 'instrument'])
+    return pd.Series(score, index, name='model')
+
+@patch_to(TrainingRun)
+def is_cross_section(self) -> bool:
+    "Whether the run is over a universe: a stored universe's name, or more than `CROSS_SECTION_MIN` stocks."
+    return bool(self.universe) or len(self.params.symbol_list()) > CROSS_SECTION_MIN
+
+@patch_to(TrainingRun)
+def analyse_signal(self):
+    "Signal analysis of the test scores against `ret_next` and the baseline factors; saved, plotted, summarised."
+    from quantnb.train.signal import baseline_factors, plot_signal_analysis, save_signal_analysis, signal_analysis
+    import matplotlib.pyplot as plt
+    b, m = self.bundle, self.manager
+    index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(b.dates), np.asarray(b.symbol_names)[b.symbol_codes]],
+                                      names=['trade_date', 'instrument'])
+    close = pd.Series(b.close, index, name='close')
+    scores = test_scores(self.record)
+    report = signal_analysis(scores, realised_ret_next(close), baselines=baseline_factors(close).reindex(scores.index))
+    save_signal_analysis(m, report)
+    for fig in plot_signal_analysis(report, m).values(): plt.close(fig)
+    s = report.summary['signals']['model']
+    m.update_metadata(signal_metrics={'ic': s['ic_mean'], 'icir': s['icir'], 'rank_ic': s['rank_ic_mean'],
+                                      'rank_icir': s['rank_icir']})
+    m.save_training_log(f"signal: IC {s['ic_mean']:.4f}, ICIR {s['icir']:.2f}, rank IC {s['rank_ic_mean']:.4f} "
+                        f"over {s['ic_days']} test days")
+    self.signal_report = report
+    return report
+
+# %% ../../nbs/14_train.pipeline.ipynb 36
 @patch_to(TrainingRun)
 def plot(self) -> dict:
     "Loss curves, the task's figures and (attention_lstm) the attention heatmap, saved in `plots/`."
@@ -549,7 +615,8 @@ def finish(self) -> dict:
     record = SavedModel(p.model, model=config.to_dict(), task=p.task, feature_names=list(b.feature_names),
                         feature_set=p.feature_set, seq_len=b.seq_len, horizon=b.horizon,
                         input_size=len(b.feature_names),
-                        output_size=output_size[config.task], label={'flat_threshold': b.flat_threshold},
+                        output_size=output_size[config.task],
+                        label={'flat_threshold': b.flat_threshold, 'target': b.label, 'norm': b.label_norm},
                         normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), pretraining=pretraining,
                         pretrained_from=p.pretrained or None, extra=dict(getattr(self, 'record_extra', None) or {}))
     training_args = {**self.training_summary, 'test_samples': len(b.test)}
@@ -578,7 +645,7 @@ def papermill_output_path() -> Path | None:
     notebooks = [a.decode() for a in args if a.endswith(b'.ipynb')]
     return Path(notebooks[1]) if len(notebooks) >= 2 and any(b'papermill' in a for a in args) else None
 
-# %% ../../nbs/14_train.pipeline.ipynb 36
+# %% ../../nbs/14_train.pipeline.ipynb 38
 def run_training(**params) -> TrainingRun:
     "Validate `params`, then start, prepare, build, train, evaluate, plot and finish one run."
     return TrainingRun(TrainParams.from_dict(params)).run_all()

@@ -586,6 +586,7 @@ def runs_table(output_dir: str | Path | None = None, sort_by: str | None = None,
     root, rows = Path(output_dir or default_out_dir()), []
     for meta in TrainingManager.list_runs(output_dir):
         metrics = {k: v for k, v in (meta.get('eval_metrics') or {}).items() if _number(v)}
+        metrics |= {k: v for k, v in (meta.get('signal_metrics') or {}).items() if _number(v)}   # daily IC: a universe
         rows.append({'run_name': meta.get('run_name'), 'model': meta.get('model_type'), 'kind': run_kind(meta),
                      'symbols': describe_symbols(meta.get('stock_symbol')), 'status': meta.get('status'),
                      'created_at': meta.get('created_at'), **metrics,
