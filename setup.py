@@ -15,6 +15,7 @@ min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
 notebook_requirements = cfg.get('notebook_requirements', '').split()
+gbdt_requirements = cfg.get('gbdt_requirements', '').split()
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -38,8 +39,9 @@ setuptools.setup(
     include_package_data=True,
     package_data={'quantnb': ['sample/*', 'sample/universe/*', 'notebooks/*.ipynb']},
     install_requires=requirements,
-    extras_require={'dev': dev_requirements + [r for r in notebook_requirements if r not in dev_requirements],
-                    'notebook': notebook_requirements},
+    extras_require={'dev': dev_requirements + [r for r in notebook_requirements + gbdt_requirements
+                                               if r not in dev_requirements],
+                    'notebook': notebook_requirements, 'gbdt': gbdt_requirements},
     python_requires='>=' + min_python,
     zip_safe=False,
     entry_points={

@@ -8,9 +8,10 @@ from quantnb.train.params import (MODEL_NAMES, PARAMETERS, PRUNE_PARAMS, RUN_PAR
                                   notebook_params, parameter_cell)
 
 
-def test_model_names_are_the_zoo_and_two_stage():
+def test_model_names_are_the_zoo_the_baselines_and_two_stage():
+    from quantnb.models.baselines import BASELINE_MODELS
     assert sorted(MODEL_NAMES) == list_models()
-    assert set(notebook_params()['model'].choices) == set(list_models()) | {'two_stage'}
+    assert set(notebook_params()['model'].choices) == set(list_models()) | set(BASELINE_MODELS) | {'two_stage'}
 
 
 def test_the_notebook_parameter_cell_is_the_rendered_declarations():

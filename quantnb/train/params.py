@@ -62,7 +62,7 @@ RUN_PARAMS = (
     Param('start_date', '', 'first day of data used (\'\' : the first stored)', 'data'),
     Param('end_date', '', 'last day of data used (\'\' : the last stored)', 'data'),
     Param('model', 'gru', 'the model (two_stage: a price model, then a strategy on its features)', 'model',
-          MODEL_NAMES + ('two_stage',), what='a model'),
+          MODEL_NAMES + ('lightgbm', 'ridge', 'two_stage'), what='a model'),
     Param('preset', '', "model size preset, e.g. tiny / small / base / large ('' : the model's defaults)", 'model'),
     Param('model_kwargs', '{}', 'JSON of extra model options, e.g. \'{"hidden_size": 128}\'', 'model'),
     Param('epochs', 20, 'passes over the training windows', 'training', range='>=1'),

@@ -14,6 +14,7 @@ from ..core import check_connection_name, connection_url, default_db_url, mask_u
 from ..data.datasets import TASKS, DatasetBundle, load_datasets, make_dataloaders
 from ..data.db import StockDataLoader
 from ..data.features import feature_names
+from ..models.baselines import BASELINE_MODELS
 from ..models.core import create_model, list_models, list_presets
 from ..pretrain import MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
 from ..transfer import PretrainedCheckError, load_pretrained, resolve_checkpoint, verify_pretrained
@@ -28,7 +29,8 @@ from .params import TRAIN_PARAMS, RunParams, declare_params
 # %% auto 0
 __all__ = ['RUN_TASKS', 'RUN_KINDS', 'CROSS_SECTION_MIN', 'TrainParams', 'default_threads', 'check_date_order', 'Run',
            'register_run', 'run_class', 'TrainingRun', 'SupervisedTask', 'MaskedPretrainTask', 'task_for',
-           'stored_symbols', 'realised_ret_next', 'test_scores', 'papermill_output_path', 'run_training']
+           'stored_symbols', 'realised_ret_next', 'test_scores', 'papermill_output_path', 'FittedPredictor',
+           'last_day_rows', 'BaselineRun', 'run_training']
 
 # %% ../../nbs/14_train.pipeline.ipynb 6
 @declare_params(TRAIN_PARAMS)
@@ -53,8 +55,12 @@ def default_threads() -> int:
 def validate(self) -> None:
     "The declared checks, then those that need the zoo or more than one value; `ValueError` names the first."
     self.check_declared()
-    if self.model not in list_models():
-        raise ValueError(f'model={self.model!r} is not a model; valid: {", ".join(list_models())}')
+    if self.model not in list_models() and self.model not in BASELINE_MODELS:
+        valid = ', '.join(list_models() + list(BASELINE_MODELS))
+        raise ValueError(f'model={self.model!r} is not a model; valid: {valid}')
+    if self.model in BASELINE_MODELS and (self.task != 'regression' or self.pretrained or self.preset):
+        raise ValueError(f'model={self.model} is a regression baseline fitted from scratch: '
+                         'task=regression, no pretrained, no preset')
     if self.task == 'pretrain' and self.pretrained:
         raise ValueError('pretrained= is for fine-tuning; a pretraining run starts from scratch')
     if not self.symbol_list(): raise ValueError('symbols is empty; give codes like 600519 or 600519,000001')
@@ -645,7 +651,94 @@ def papermill_output_path() -> Path | None:
     notebooks = [a.decode() for a in args if a.endswith(b'.ipynb')]
     return Path(notebooks[1]) if len(notebooks) >= 2 and any(b'papermill' in a for a in args) else None
 
-# %% ../../nbs/14_train.pipeline.ipynb 38
+# %% ../../nbs/14_train.pipeline.ipynb 39
+class FittedPredictor:
+    "What evaluation asks of a trainer, for a model fitted in one step: `predict` over a loader, on the CPU."
+    device = torch.device('cpu')
+    def __init__(self, model): self.model = model
+
+    def predict(self, loader) -> tuple[np.ndarray, np.ndarray]:
+        "Model outputs and targets over a loader, in order, as NumPy arrays."
+        self.model.eval()
+        with torch.no_grad(): outs, ys = zip(*((self.model(x).float(), y) for x, y in loader))
+        return torch.cat(outs).numpy(), torch.cat(ys).numpy()
+
+def last_day_rows(ds) -> tuple[np.ndarray, np.ndarray]:
+    "A segment's samples as rows: each window's last day of features (`values[ends]`, float32) and its targets."
+    ends = ds.ends
+    return ds.values[ends].numpy().astype(np.float32), ds.targets[ends].numpy().astype(np.float64)
+
+@register_run('baseline', 'model', lambda v: v in BASELINE_MODELS)
+class BaselineRun(TrainingRun):
+    "A ridge or LightGBM model on each window's last day, fitted in one step; evaluated and saved like any run."
+    description, selected_by = 'a baseline run', 'model=ridge or lightgbm'
+    check_resume = Run.check_resume   # nothing to resume: it trains in one step
+
+    def build_model(self) -> str:
+        "Nothing to build: the fit in `train` makes the model (what the notebook shows instead)."
+        n = len(self.bundle.feature_names)
+        return f'{self.params.model}: fitted in one step on the last day of each window ({n} features)'
+
+    def train(self) -> dict:
+        "Fit on the training rows, choose on the validation rows; record the choice and the train/val MSE."
+        from quantnb.models import baselines
+        p, m, b = self.params, self.manager, self.bundle
+        m.update_status('training')
+        (X, Y), (Xv, Yv) = last_day_rows(b.train), last_day_rows(b.val)
+        if p.model == 'ridge':
+            fit = baselines.fit_ridge(X, Y, Xv, Yv, by='ic' if b.label_norm else 'mse')
+            self.model = baselines.RidgeModel.from_fit(fit)
+            info = {'alpha': fit['alpha'], 'chosen_by': f"validation {fit['by']}", 'val_scores': fit['val_scores']}
+        else:
+            fit = baselines.fit_lightgbm(X, Y, Xv, Yv, seed=p.seed, threads=p.threads or 1)
+            self.model = baselines.BoosterModel(fit['texts'])
+            info = {'best_iterations': fit['best_iterations'], 'params': fit['params']}
+        with torch.no_grad():
+            mse = {name: float(np.mean((self.model(torch.from_numpy(x)[:, None]).numpy() - y) ** 2))
+                   for name, (x, y) in {'train': (X, Y), 'val': (Xv, Yv)}.items()}
+        info |= {'model': p.model, 'train_mse': mse['train'], 'val_mse': mse['val'], 'train_rows': len(X),
+                 'val_rows': len(Xv)}
+        m.save_result('baseline_fit', info)
+        m.update_metadata(baseline={k: v for k, v in info.items() if k not in ('val_scores', 'params')})
+        m.save_training_log(f'{p.model} fitted on {len(X)} rows: ' +
+                            ', '.join(f'{k} {v}' for k, v in info.items() if k in ('alpha', 'best_iterations')) +
+                            f", train MSE {mse['train']:.6g}, val MSE {mse['val']:.6g}")
+        self.loaders = make_dataloaders(b, batch_size=p.batch_size, seed=p.seed)
+        self.trainer = FittedPredictor(self.model)
+        self.training_summary = {'model': p.model, 'total_epochs_trained': 0, 'best_val_loss': mse['val'],
+                                 'train_loss': mse['train'], 'stopped_early': False, **info}
+        return self.training_summary
+
+    def plot(self) -> dict:
+        "The task's figures (no loss curves: there are no epochs)."
+        import matplotlib.pyplot as plt
+        figs = self.task.figures(self)
+        paths = {name: self.manager.save_figure(fig, name) for name, fig in figs.items()}
+        for fig in figs.values(): plt.close(fig)
+        self.figures = figs
+        return paths
+
+    def finish(self) -> dict:
+        "Save the model (ridge: its weights; lightgbm: its booster text files, checksummed) and its record."
+        from quantnb.models.saved import SavedModel
+        b, p, m = self.bundle, self.params, self.manager
+        extra = {}
+        if p.model == 'lightgbm':
+            (m.run_dir/'model').mkdir(parents=True, exist_ok=True)
+            extra['boosters'] = self.model.save(m.run_dir/'model')
+        n_out = b.train.targets.shape[1]
+        record = SavedModel(p.model, model={'name': p.model, 'task': 'regression', 'n_features': len(b.feature_names),
+                                            'horizon': b.horizon, 'last_day_only': True},
+                            task=p.task, feature_names=list(b.feature_names), feature_set=p.feature_set,
+                            seq_len=b.seq_len, horizon=b.horizon, input_size=len(b.feature_names), output_size=n_out,
+                            label={'flat_threshold': b.flat_threshold, 'target': b.label, 'norm': b.label_norm},
+                            normalizer=b.normalizer.to_dict(), symbols=list(b.symbol_names), extra=extra)
+        m.save_model(self.model, record, {**self.training_summary, 'test_samples': len(b.test)})
+        m.update_status('completed')
+        return m.get_summary()
+
+# %% ../../nbs/14_train.pipeline.ipynb 40
 def run_training(**params) -> TrainingRun:
-    "Validate `params`, then start, prepare, build, train, evaluate, plot and finish one run."
-    return TrainingRun(TrainParams.from_dict(params)).run_all()
+    "Validate `params`, then start, prepare, build, train, evaluate, plot and finish one run (a baseline's kind)."
+    cls = BaselineRun if params.get('model') in BASELINE_MODELS else TrainingRun
+    return cls(TrainParams.from_dict(params)).run_all()
