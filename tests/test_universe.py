@@ -203,3 +203,18 @@ def test_top_n_from_stored_bars_equals_the_rule_over_vendor_files(tmp_path, stat
     assert main(['db', 'universe', 'top2', '--top', '2', '--url', f'sqlite:///{legacy}']) == 1
     assert 'has no name history' in capsys.readouterr().err
     assert StockDataLoader(f'sqlite:///{legacy}').list_universes() == ['mini']
+
+
+def test_a_run_over_a_period_takes_the_members_of_that_period(universe_db):
+    "Members who join after the period ends (or have no bars in it) are left out instead of failing the load."
+    from quantnb.data.datasets import load_datasets
+    from quantnb.data.db import StockDataLoader
+    from quantnb.data.universe import universe_symbols
+    url, spells = universe_db
+    loader = StockDataLoader(url)
+    early, _ = universe_symbols(loader, 'top12', end_date='2019-12-31')
+    late = set(spells.loc[spells['start'] > pd.Timestamp('2019-12-31'), 'symbol']) - set(
+        spells.loc[spells['start'] <= pd.Timestamp('2019-12-31'), 'symbol'])
+    assert late and not late & set(early)
+    bundle = load_datasets('top12', url=url, end_date='2019-12-31', seq_len=10, horizon=2, cache=False)
+    assert set(bundle.symbol_names) == set(early)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core import patch_to
 from .db import StockDataLoader, as_datetime64
 from .processors import cs_rank, cs_zscore
+from .universe import universe_symbols
 from .cache import (CorruptEntry, FeaturePanel, feature_panel, load_derived, load_feature_panel,
                                 store_derived)
 
@@ -596,8 +597,7 @@ def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_da
     none; a path: the cache's directory), then the datasets; `symbols` may name a stored universe."""
     loader, spells = StockDataLoader(url), None
     if isinstance(symbols, str) and symbols in loader.list_universes():   # e.g. 'top300': members, on member days
-        spells = loader.universe_members(symbols)
-        symbols = sorted(set(spells['symbol']) & set(loader.list_symbols()))
+        symbols, spells = universe_symbols(loader, symbols, start_date, end_date)   # members with bars then
     def build():
         panel = load_feature_panel(loader, symbols, start_date, end_date, adjust, feature_set, cache=cache)
         member = None if spells is None else panel_member_days(panel, spells)

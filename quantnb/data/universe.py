@@ -19,7 +19,7 @@ from .db import StockDataLoader, default_instrument, init_db, instrument_kind, u
 # %% auto 0
 __all__ = ['UNIVERSE_SLICE_DIR', 'VENDOR_STATUS_COLUMNS', 'SPELL_COLUMNS', 'universe_slice_files', 'read_status',
            'rebalance_dates', 'top_n_members', 'spells_frame', 'membership_spells', 'members_on', 'top_n_spells',
-           'read_membership_file', 'save_universe', 'stored_status']
+           'read_membership_file', 'save_universe', 'universe_symbols', 'stored_status']
 
 # %% ../../nbs/02a_data.universe.ipynb 5
 UNIVERSE_SLICE_DIR = SAMPLE_DIR/'universe'   # 40 real A-shares, 2019-01-02 .. 2021-12-31 (see its SOURCE.md)
@@ -161,6 +161,16 @@ def save_universe(url: str | None, name: str, spells: pd.DataFrame) -> int:
     return len(rows)
 
 # %% ../../nbs/02a_data.universe.ipynb 31
+def universe_symbols(loader: StockDataLoader, name: str, start_date=None, end_date=None) -> tuple[list, pd.DataFrame]:
+    "Members of stored universe `name` with a spell and bars between the dates (sorted), and the universe's spells."
+    spells = loader.universe_members(name)
+    start, end = (None if d is None else pd.Timestamp(d) for d in (start_date or None, end_date or None))
+    held = loader.summary()
+    if start is not None: spells, held = spells[spells['end'] >= start], held[held['last_date'] >= start]
+    if end is not None: spells, held = spells[spells['start'] <= end], held[held['first_date'] <= end]
+    return sorted(set(spells['symbol']) & set(held.index)), loader.universe_members(name)
+
+# %% ../../nbs/02a_data.universe.ipynb 34
 def stored_status(url: str | None = None, start=None, end=None, window: int = 20) -> pd.DataFrame:
     "The `top{N}` rule's input from a database: `symbol, trade_date, name, float_market_cap` of every stored stock."
     loader = StockDataLoader(url)

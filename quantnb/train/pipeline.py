@@ -14,6 +14,7 @@ from ..core import check_connection_name, connection_url, default_db_url, mask_u
 from ..data.datasets import TASKS, DatasetBundle, load_datasets, make_dataloaders
 from ..data.db import StockDataLoader
 from ..data.features import feature_names
+from ..data.universe import universe_symbols
 from ..models.baselines import BASELINE_MODELS
 from ..models.core import create_model, list_models, list_presets
 from ..pretrain import MaskedMSELoss, MaskedPretrainer, MaskedWindows, reconstruction_report, unpack
@@ -385,8 +386,9 @@ def check_inputs(self, epochs_given: bool | None = None) -> None:
     symbols = stored_symbols(p.symbol_list(), self.db_url)
     p.symbols = ','.join(symbols)
     if universe := self.universe:   # its members that have bars
-        symbols = sorted(set(self.loader.universe_members(universe)['symbol']) & set(self.loader.list_symbols()))
-        if not symbols: raise ValueError(f'symbols={universe}: none of its members has daily bars here')
+        symbols, _ = universe_symbols(self.loader, universe, p.start_date, p.end_date)
+        if not symbols: raise ValueError(f'symbols={universe}: none of its members has daily bars here '
+                                         f'between {p.start_date or "the first day"} and {p.end_date or "the last"}')
     bars = self.loader.load_many(symbols, p.start_date or None, p.end_date or None, adjust=None)
     days = bars.groupby(level='symbol').size()
     need = p.seq_len + p.horizon + 1
