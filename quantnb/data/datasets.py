@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np, pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core import patch_to
 from .db import StockDataLoader, as_datetime64
@@ -20,12 +20,13 @@ from .cache import (CorruptEntry, FeaturePanel, feature_panel, load_derived, loa
                                 store_derived)
 
 # %% auto 0
-__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'LABELS', 'LABEL_NORMS', 'stock_starts', 'finite_rows', 'complete_windows',
-           'future_return_array', 'future_returns', 'direction_labels', 'class_balance', 'make_targets', 'Split',
-           'chronological_split', 'walk_forward_splits', 'Normalizer', 'WindowDataset', 'DatasetBundle', 'label_days',
-           'next_trade_returns', 'sample_targets', 'purge_end_dates', 'assign_segments', 'fit_normalizer',
-           'normalized_values', 'cross_sectional_targets', 'datasets_from_panel', 'datasets_from_features',
-           'member_days', 'panel_member_days', 'build_datasets', 'load_datasets', 'make_dataloaders']
+__all__ = ['DIRECTION_CLASSES', 'SEGMENTS', 'TASKS', 'LABELS', 'LABEL_NORMS', 'BATCHES', 'stock_starts', 'finite_rows',
+           'complete_windows', 'future_return_array', 'future_returns', 'direction_labels', 'class_balance',
+           'make_targets', 'Split', 'chronological_split', 'walk_forward_splits', 'Normalizer', 'WindowDataset',
+           'DatasetBundle', 'label_days', 'next_trade_returns', 'sample_targets', 'purge_end_dates', 'assign_segments',
+           'fit_normalizer', 'normalized_values', 'cross_sectional_targets', 'datasets_from_panel',
+           'datasets_from_features', 'member_days', 'panel_member_days', 'build_datasets', 'load_datasets',
+           'sample_days', 'DayBatchSampler', 'WithDayIds', 'make_dataloaders']
 
 # %% ../../nbs/04_data.datasets.ipynb 6
 def _new_stock(codes) -> np.ndarray:
@@ -605,12 +606,65 @@ def load_datasets(symbols: Sequence[str] | str, url: str | None = None, start_da
     try: return build()
     except CorruptEntry: return build()   # cached features failed their check on first use (entry removed): again
 
-# %% ../../nbs/04_data.datasets.ipynb 66
+# %% ../../nbs/04_data.datasets.ipynb 67
+BATCHES = ('window', 'day')
+
+def sample_days(bundle: DatasetBundle, name: str) -> np.ndarray:
+    "Day id of each sample of a segment: the index of its date among the bundle's trading days."
+    days = np.unique(bundle.dates)
+    return np.searchsorted(days, bundle.dates[bundle.segment(name).ends.numpy()]).astype(np.int64)
+
+# %% ../../nbs/04_data.datasets.ipynb 68
+class DayBatchSampler(Sampler):
+    "Batches of whole days: every sample of `days_per_batch` days; the days' order shuffled (seeded) each epoch."
+    def __init__(self, days, days_per_batch: int = 1, shuffle: bool = True, seed: int = 0,
+                 generator: torch.Generator | None = None):
+        if days_per_batch < 1: raise ValueError(f'days_per_batch={days_per_batch} must be at least 1')
+        days = np.asarray(days)
+        order = np.argsort(days, kind='stable')
+        starts = np.flatnonzero(np.r_[True, days[order][1:] != days[order][:-1]]) if len(days) else []
+        self.groups = np.split(order, starts[1:]) if len(days) else []   # sample indices of each day, by day
+        self.days_per_batch, self.shuffle = days_per_batch, shuffle
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
+
+    def __len__(self): return -(-len(self.groups) // self.days_per_batch)
+
+    def __iter__(self):
+        n, k = len(self.groups), self.days_per_batch
+        order = torch.randperm(n, generator=self.generator).tolist() if self.shuffle else range(n)
+        for i in range(0, n, k): yield np.concatenate([self.groups[j] for j in order[i:i + k]]).tolist()
+
+# %% ../../nbs/04_data.datasets.ipynb 70
+class WithDayIds(Dataset):
+    "A dataset whose targets carry each sample's day id as one more, last column (float32)."
+    def __init__(self, dataset: WindowDataset, days):
+        self.dataset, self.days = dataset, torch.as_tensor(np.asarray(days), dtype=torch.float32)
+
+    def __len__(self): return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = self.dataset[i]
+        return x, torch.cat([y.reshape(-1).float(), self.days[i:i + 1]])
+
+    @property
+    def n_features(self) -> int: return self.dataset.n_features
+
+# %% ../../nbs/04_data.datasets.ipynb 72
 def make_dataloaders(bundle: DatasetBundle, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
-                     num_workers: int = 0, drop_last: bool = False) -> dict[str, DataLoader]:
-    "Train (shuffled with a seeded generator), val and test DataLoaders over a bundle."
+                     num_workers: int = 0, drop_last: bool = False, batch: str = 'window', days_per_batch: int = 1,
+                     day_ids: bool = False) -> dict[str, DataLoader]:
+    "Train (shuffled with a seeded generator), val and test DataLoaders; `batch='day'`: train and val by whole days."
+    if batch not in BATCHES: raise ValueError(f'batch={batch!r}: use one of {", ".join(BATCHES)}')
+    if day_ids and batch != 'day': raise ValueError('day_ids=True tags day batches: it needs batch="day"')
     g = torch.Generator().manual_seed(seed)
-    return {name: DataLoader(bundle.segment(name), batch_size=batch_size, shuffle=shuffle and name == 'train',
-                             generator=g if name == 'train' else None, num_workers=num_workers,
-                             drop_last=drop_last and name == 'train')
-            for name in SEGMENTS}
+    loaders = {name: DataLoader(bundle.segment(name), batch_size=batch_size, shuffle=shuffle and name == 'train',
+                                generator=g if name == 'train' else None, num_workers=num_workers,
+                                drop_last=drop_last and name == 'train')
+               for name in SEGMENTS}
+    for name in (('train', 'val') if batch == 'day' else ()):
+        days, train = sample_days(bundle, name), name == 'train'
+        sampler = DayBatchSampler(days, days_per_batch, shuffle=shuffle and train, generator=g if train else None)
+        data = WithDayIds(bundle.segment(name), days) if day_ids else bundle.segment(name)
+        loaders[name] = DataLoader(data, batch_sampler=sampler, generator=g if train else None,
+                                   num_workers=num_workers)
+    return loaders

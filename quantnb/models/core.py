@@ -19,7 +19,7 @@ from ..core import read_json, write_json
 __all__ = ['BACKBONES', 'HEADS', 'MODEL_FAMILIES', 'LOSSES', 'Backbone', 'MLPHead', 'ModelConfigError', 'check_choice',
            'per_layer', 'register_backbone', 'register_head', 'regression_head', 'classification_head', 'list_models',
            'list_tasks', 'model_options', 'list_presets', 'ModelConfig', 'QuantModel', 'build_model', 'create_model',
-           'count_parameters', 'PricePredictionLoss', 'make_loss']
+           'count_parameters', 'PricePredictionLoss', 'ICLoss', 'make_loss']
 
 # %% ../../nbs/05_models.core.ipynb 6
 class Backbone(nn.Module):
@@ -312,7 +312,27 @@ class PricePredictionLoss(nn.Module):
         if self.kind == 'mae': return F.l1_loss(predictions, targets)
         return F.huber_loss(predictions, targets, delta=self.huber_delta)
 
-LOSSES = ('mse', 'mae', 'huber', 'ce')
+# %% ../../nbs/05_models.core.ipynb 36
+class ICLoss(nn.Module):
+    "Minus the mean daily Pearson correlation of predictions and targets; the targets' last column is the day id."
+    kind = 'ic'
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim != 2 or targets.shape[1] < 2:
+            raise ValueError("loss='ic' needs the day id as the targets' last column: "
+                             "batch='day' (make_dataloaders(..., batch='day', day_ids=True))")
+        pred, target = predictions.reshape(len(predictions), -1)[:, 0], targets[:, 0].to(predictions.dtype)
+        _, day = torch.unique(targets[:, -1], return_inverse=True)
+        sums = lambda v: torch.zeros(int(day.max()) + 1 if len(day) else 0, dtype=v.dtype,
+                                     device=v.device).index_add(0, day, v)
+        count = sums(torch.ones_like(pred))
+        dp = pred - (sums(pred) / count)[day]
+        dt = target - (sums(target) / count)[day]
+        corr = sums(dp * dt) / (sums(dp * dp) * sums(dt * dt)).clamp_min(1e-20).sqrt()
+        ok = count >= 2
+        return -corr[ok].mean() if ok.any() else pred.sum() * 0   # no day to judge: zero, still a graph
+
+# %% ../../nbs/05_models.core.ipynb 37
+LOSSES = ('mse', 'mae', 'huber', 'ce', 'ic')
 
 def make_loss(name: str, task: str) -> nn.Module:
     "The loss module for `name` ('auto': mse for regression, ce for classification), checked against the task."
@@ -321,4 +341,4 @@ def make_loss(name: str, task: str) -> nn.Module:
         if name != 'ce': raise ValueError(f'loss={name!r} does not fit task=classification; use "ce"')
         return nn.CrossEntropyLoss()
     if name == 'ce': raise ValueError(f'loss="ce" needs task=classification (task is {task!r})')
-    return PricePredictionLoss(name)
+    return ICLoss() if name == 'ic' else PricePredictionLoss(name)
