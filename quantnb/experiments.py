@@ -18,7 +18,7 @@ __all__ = ['run_kind', 'make_run', 'run_model_type', 'run_db_url', 'check_run', 
 
 # %% ../nbs/21_experiments.ipynb 6
 def run_kind(values: dict) -> str:
-    "The kind of run the parameters ask for: 'two_stage', 'prune' or 'train' (see `RUN_KINDS`)."
+    "The kind of run the parameters ask for: 'two_stage', 'prune', 'baseline' or 'train' (see `RUN_KINDS`)."
     return run_class(values).kind
 
 # %% ../nbs/21_experiments.ipynb 9
